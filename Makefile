@@ -1,0 +1,42 @@
+# Front door of the harness; every target is safe to rerun and skips work
+# already done.  The work is in harness/ (python3 -m harness <command>).
+#
+#   make run            main job: build, boot the patched L1 host in VHE,
+#                       nVHE and protected mode, show KVM and a guest
+#   make test           the tests: every KVM selftest in every mode,
+#                       compared with results/baseline/
+#   make baseline       the same test list on the unpatched base
+#   make tree           build/linux = base + patches/ (FORCE=1 discards
+#                       tree work that is not in patches/)
+#   make export         write build/linux's series to patches/
+#   make export-check   fail if patches/ and build/linux disagree
+#   make check-series   checkpatch --strict each patch, build each prefix
+#   make build          kernel Image and selftests only
+#   make package        static selftests + runner for a real arm64 host
+#   make list           the known test names
+#   make check          the harness's own unit tests
+#
+# Variables: TESTS="a b" (subset of tests), MODES="vhe nvhe protected",
+# BASE_VERSION (linux-source-6.1 version, default in harness/common.py),
+# BOOT_TIMEOUT (seconds for L1 to reach its test script, default 300).
+
+PY := python3 -m harness
+export TESTS MODES BASE_VERSION BOOT_TIMEOUT
+
+.PHONY: run test baseline deps tree export export-check check-series build \
+	package list check
+
+run test baseline package list:
+	@$(PY) $@
+
+deps export export-check check-series:
+	@$(PY) $@
+
+tree:
+	@$(PY) tree $(if $(FORCE),--force)
+
+build:
+	@$(PY) build
+
+check:
+	@python3 -m unittest discover -s harness -p 'test_*.py' -t .

@@ -1,0 +1,173 @@
+"""Entry point: python3 -m harness <command>.  See README.md and Makefile."""
+
+import argparse
+import os
+import shutil
+import sys
+
+from . import deps, kbuild, series, tap, vm
+from .common import BUILD, OUT, RESULTS, TOP, TREE, Error, Stage, log, \
+    print_timings, run
+
+ALL_MODES = ['vhe', 'nvhe', 'protected']
+DEMO_TESTS = ['aarch64/arch_timer']
+
+
+def prepare(base=False, flavour='host', keep_going=False):
+    """Tree, kernel Image, selftests and package for the series or base."""
+    deps.ensure()
+    if base:
+        tree = series.base_worktree()
+        label = f'base-{flavour}'
+    else:
+        series.make_tree()
+        tree = TREE
+        label = flavour
+    out = os.path.join(OUT, label)
+    image = kbuild.build_kernel(tree, out, flavour)
+    selftests = kbuild.build_selftests(tree, out, keep_going=keep_going)
+    with Stage('test package and initramfs'):
+        package = vm.make_package(selftests,
+                                  os.path.join(BUILD, 'pkg', label))
+        initramfs = vm.make_initramfs(os.path.join(BUILD, 'initramfs.cpio'))
+    return image, initramfs, package, label
+
+
+def parse_list(value, allowed=None, what='value'):
+    items = [v for v in (value or '').replace(',', ' ').split() if v]
+    if allowed is not None:
+        bad = [v for v in items if v not in allowed]
+        if bad:
+            raise Error(f'unknown {what} {", ".join(bad)}; choose from: '
+                        f'{", ".join(allowed)}')
+    return items
+
+
+def run_modes(args, base=False):
+    names = parse_list(args.tests)
+    tests = vm.select(names)        # unknown names fail before any build
+    modes = parse_list(args.modes, ALL_MODES, 'KVM mode') or ALL_MODES
+    image, initramfs, package, label = prepare(base=base,
+                                               keep_going=base)
+    timeout = sum(t[1] for t in tests) + 120
+    results = []
+    for mode in modes:
+        with Stage(f'L1 host in {mode} mode: {len(tests)} tests'):
+            rundir = os.path.join(BUILD, 'runs', label, mode)
+            results.append(vm.boot(image, initramfs, package, mode,
+                                   [t[0] for t in tests], rundir, timeout))
+            with open(os.path.join(rundir, 'mode.tap'), 'w') as f:
+                f.write(results[-1].tap())
+    return results, names
+
+
+def cmd_test(args):
+    results, names = run_modes(args)
+    print_timings()
+    c = tap.summary(results)
+    return 1 if c['fail'] else 0
+
+
+def cmd_baseline(args):
+    results, names = run_modes(args, base=True)
+    if not names:
+        dest = os.path.join(RESULTS, 'baseline')
+        os.makedirs(dest, exist_ok=True)
+        for r in results:
+            with open(os.path.join(dest, f'{r.mode}.tap'), 'w') as f:
+                f.write(f'# unpatched base {series.base_tag_name()}, '
+                        f'{r.mode} mode, full test list\n' + r.tap())
+        log(f'baseline written to {os.path.relpath(dest, TOP)}/')
+    else:
+        log('a partial test list: results/baseline/ left unchanged')
+    print_timings()
+    tap.summary(results)
+    return 0
+
+
+def cmd_run(args):
+    """The main job: boot the patched host in every mode, run a guest."""
+    args.tests = args.tests or ' '.join(DEMO_TESTS)
+    results, _ = run_modes(args)
+    print('\nKVM in the L1 host, per mode:')
+    for r in results:
+        con = os.path.join(r.rundir, 'console.log')
+        with open(con, 'rb') as f:
+            text = f.read().decode('utf-8', 'replace')
+        kvm = [ln.strip() for ln in text.splitlines() if 'kvm [' in ln]
+        print(f'  {r.mode}:')
+        for ln in kvm[:8]:
+            print(f'    {ln}')
+        for name, status, detail in r.results:
+            if name not in ('boot', 'kvm-init', 'kernel-log'):
+                print(f'    guest {name}: {status} {detail}')
+    print_timings()
+    c = tap.summary(results)
+    return 1 if c['fail'] else 0
+
+
+def cmd_package(args):
+    _, _, package, label = prepare()
+    dest = os.path.join(BUILD, 'kvm-selftests-arm64.tar.gz')
+    run(['tar', '-czf', dest, '-C', os.path.dirname(package),
+         '--transform', f's,^{label},kvm-selftests-arm64,', label])
+    log(f'wrote {os.path.relpath(dest, TOP)}: copy it to the arm64 host, '
+        'then: tar xzf kvm-selftests-arm64.tar.gz && '
+        'sudo kvm-selftests-arm64/run-kvm-selftests.sh')
+    return 0
+
+
+def main(argv):
+    p = argparse.ArgumentParser(prog='python3 -m harness')
+    sub = p.add_subparsers(dest='cmd', required=True)
+    sub.add_parser('deps', help='install the Debian packages')
+    t = sub.add_parser('tree', help='base tree plus patches/')
+    t.add_argument('--force', action='store_true')
+    sub.add_parser('export', help='write the tree to patches/')
+    sub.add_parser('export-check', help='fail if patches/ != tree')
+    sub.add_parser('check-series', help='checkpatch + build every prefix')
+    b = sub.add_parser('build', help='kernel Image and selftests')
+    b.add_argument('--flavour', default='host',
+                   choices=sorted(kbuild.FLAVOURS))
+    for name in ('test', 'baseline', 'run'):
+        s = sub.add_parser(name)
+        s.add_argument('--tests', default=os.environ.get('TESTS', ''))
+        s.add_argument('--modes', default=os.environ.get('MODES', ''))
+    sub.add_parser('package', help='static selftests + runner tarball')
+    sub.add_parser('list', help='the known test names')
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == 'deps':
+            deps.ensure()
+        elif args.cmd == 'tree':
+            deps.ensure()
+            series.make_tree(force=args.force)
+        elif args.cmd == 'export':
+            series.export()
+        elif args.cmd == 'export-check':
+            series.export_check()
+        elif args.cmd == 'check-series':
+            deps.ensure()
+            series.check_series(kbuild)
+        elif args.cmd == 'build':
+            deps.ensure()
+            series.make_tree()
+            kbuild.build_kernel(TREE, os.path.join(OUT, args.flavour),
+                                args.flavour)
+            kbuild.build_selftests(TREE, os.path.join(OUT, args.flavour))
+        elif args.cmd == 'list':
+            print('\n'.join(t[0] for t in vm.read_list()))
+        else:
+            return {'test': cmd_test, 'baseline': cmd_baseline,
+                    'run': cmd_run, 'package': cmd_package}[args.cmd](args)
+    except Error as e:
+        print_timings()
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,115 @@
+"""Paths, settings and small helpers shared by the harness modules."""
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(TOP, 'build')
+PATCHES = os.path.join(TOP, 'patches')
+CONFIGS = os.path.join(TOP, 'configs')
+RESULTS = os.path.join(TOP, 'results')
+TREE = os.path.join(BUILD, 'linux')        # base + series, where work happens
+BASE_TREE = os.path.join(BUILD, 'base')    # git worktree at the base tag
+OUT = os.path.join(BUILD, 'out')           # O= build directories
+
+# The pinned base: Debian's linux-source-6.1.  BASE_VERSION overrides it.
+BASE_PACKAGE = 'linux-source-6.1'
+BASE_VERSION = os.environ.get('BASE_VERSION') or '6.1.192-2'
+BASE_TARBALL = '/usr/src/linux-source-6.1.tar.xz'
+
+# Identity and dates used for every commit the harness makes, so that the
+# base commit id and the tree's commit ids are reproducible.
+SERIES_NAME = 'arm64 KVM series'
+SERIES_EMAIL = 'kvm-arm64-series@example.org'
+BASE_DATE = '2025-01-01T00:00:00+0000'
+
+CROSS = 'aarch64-linux-gnu-'
+JOBS = str((os.cpu_count() or 1) + 1)
+
+
+class Error(Exception):
+    """A failure with a message that tells the user what to do."""
+
+
+def log(msg):
+    print(f'[harness] {msg}', flush=True)
+
+
+def git_env(extra=None):
+    """Environment for git commands: no user or system config leaks in."""
+    env = dict(os.environ)
+    env.update({
+        'GIT_CONFIG_NOSYSTEM': '1',
+        'GIT_CONFIG_GLOBAL': '/dev/null',
+        'GIT_AUTHOR_NAME': SERIES_NAME,
+        'GIT_AUTHOR_EMAIL': SERIES_EMAIL,
+        'GIT_COMMITTER_NAME': SERIES_NAME,
+        'GIT_COMMITTER_EMAIL': SERIES_EMAIL,
+        'LC_ALL': 'C',
+        'TZ': 'UTC',
+    })
+    env.update(extra or {})
+    return env
+
+
+def run(cmd, cwd=None, env=None, check=True, capture=False, quiet=False,
+        input=None, timeout=None):
+    """Run a command; raise Error naming it when it fails."""
+    if not quiet:
+        where = f' (in {os.path.relpath(cwd, TOP)})' if cwd else ''
+        log('$ ' + ' '.join(shlex.quote(c) for c in cmd) + where)
+    res = subprocess.run(cmd, cwd=cwd, env=env, input=input, text=True,
+                         stdout=subprocess.PIPE if capture else None,
+                         stderr=subprocess.PIPE if capture else None,
+                         timeout=timeout)
+    if check and res.returncode != 0:
+        detail = ''
+        if capture and res.stderr:
+            detail = '\n' + res.stderr.strip()
+        raise Error(f'command failed with exit {res.returncode}: '
+                    f'{" ".join(cmd)}{detail}')
+    return res
+
+
+def git(args, cwd=TREE, **kw):
+    kw.setdefault('env', git_env())
+    kw.setdefault('capture', True)
+    kw.setdefault('quiet', True)
+    return run(['git'] + args, cwd=cwd, **kw)
+
+
+class Stage:
+    """Context manager that prints how long a stage took."""
+    timings = []
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self.start = time.monotonic()
+        log(f'== {self.name}')
+        return self
+
+    def __exit__(self, *exc):
+        took = time.monotonic() - self.start
+        Stage.timings.append((self.name, took, exc[0] is None))
+        state = '' if exc[0] is None else ' (failed)'
+        log(f'== {self.name}: {fmt_time(took)}{state}')
+        return False
+
+
+def fmt_time(sec):
+    sec = int(round(sec))
+    return f'{sec // 60}m{sec % 60:02d}s' if sec >= 60 else f'{sec}s'
+
+
+def print_timings():
+    if not Stage.timings:
+        return
+    print('\nTime per stage:')
+    for name, took, ok in Stage.timings:
+        print(f'  {fmt_time(took):>8}  {name}{"" if ok else "  (failed)"}')
+    sys.stdout.flush()

@@ -1,0 +1,112 @@
+"""Kernel and selftest builds: config fragments, cross-compiler, ccache."""
+
+import os
+import re
+import shutil
+
+from .common import CONFIGS, CROSS, JOBS, Error, Stage, log, run
+
+# Build flavours: the fragments merged, in order, onto tinyconfig.
+FLAVOURS = {
+    'host': ['base.config', 'host.config', 'debug.config'],
+    'perf': ['base.config', 'host.config'],
+}
+
+
+def make_env():
+    env = dict(os.environ)
+    env.setdefault('CCACHE_BASEDIR', os.path.dirname(CONFIGS))
+    env.update({'ARCH': 'arm64', 'CROSS_COMPILE': CROSS, 'LC_ALL': 'C',
+                'KBUILD_BUILD_USER': 'harness', 'KBUILD_BUILD_HOST': 'harness',
+                'KBUILD_BUILD_TIMESTAMP': 'Thu Jan  1 00:00:00 UTC 2025'})
+    return env
+
+
+def kmake(tree, out, targets, quiet=False):
+    cmd = ['make', '-s', f'-j{JOBS}', '-C', tree, f'O={out}',
+           f'CC=ccache {CROSS}gcc'] + targets
+    return run(cmd, env=make_env(), quiet=quiet)
+
+
+def fragment_options(paths):
+    """{CONFIG_X: value} asked for by the fragments ('n' for =n/not set)."""
+    want = {}
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                m = re.match(r'^(CONFIG_\w+)=(.*)$', line.strip())
+                if m:
+                    want[m.group(1)] = m.group(2)
+    return want
+
+
+def read_config(path):
+    have = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r'^(CONFIG_\w+)=(.*)$', line.strip())
+            if m:
+                have[m.group(1)] = m.group(2)
+    return have
+
+
+def configure(tree, out, flavour):
+    frags = [os.path.join(CONFIGS, f) for f in FLAVOURS[flavour]]
+    cfg = os.path.join(out, '.config')
+    stamp = os.path.join(out, '.fragments')
+    sig = ''.join(open(f).read() for f in frags)
+    if os.path.exists(cfg) and os.path.exists(stamp) and \
+            open(stamp).read() == sig:
+        kmake(tree, out, ['olddefconfig'], quiet=True)
+        return cfg
+    os.makedirs(out, exist_ok=True)
+    kmake(tree, out, ['tinyconfig'])
+    run([os.path.join(tree, 'scripts/kconfig/merge_config.sh'), '-m',
+         '-O', out, cfg] + frags, env=make_env(), capture=True)
+    kmake(tree, out, ['olddefconfig'])
+    have = read_config(cfg)
+    wrong = []
+    for opt, val in fragment_options(frags).items():
+        got = have.get(opt, 'n')
+        if got != val:
+            wrong.append(f'{opt}={val} (got {got})')
+    if wrong:
+        raise Error('config fragments not honoured (missing dependency or '
+                    'option renamed):\n  ' + '\n  '.join(wrong))
+    with open(stamp, 'w') as f:
+        f.write(sig)
+    return cfg
+
+
+def build_kernel(tree, out, flavour='host'):
+    """Configure and build arch/arm64/boot/Image; return its path."""
+    with Stage(f'kernel build ({flavour}) in {os.path.basename(out)}'):
+        configure(tree, out, flavour)
+        kmake(tree, out, ['Image'])
+    return os.path.join(out, 'arch/arm64/boot/Image')
+
+
+def build_selftests(tree, out, keep_going=False):
+    """Static arm64 KVM selftests under out/kselftest/kvm; return the dir."""
+    hdr = os.path.join(out, 'hdr')
+    dest = os.path.join(out, 'kselftest', 'kvm')
+    with Stage(f'KVM selftests in {os.path.basename(out)}'):
+        run(['make', '-s', '-C', tree, f'O={os.path.join(out, "hdr-build")}',
+             f'INSTALL_HDR_PATH={hdr}', 'headers_install'], env=make_env())
+        os.makedirs(dest, exist_ok=True)
+        cmd = ['make', '-s', f'-j{JOBS}', '-C',
+               os.path.join(tree, 'tools/testing/selftests/kvm'),
+               f'OUTPUT={dest}', f'INSTALL_HDR_PATH={hdr}',
+               f'KHDR_INCLUDES=-isystem {hdr}/include',
+               f'CC=ccache {CROSS}gcc', 'LDFLAGS=-static']
+        if keep_going:
+            cmd.insert(2, '-k')
+        res = run(cmd, env=make_env(), check=not keep_going)
+        if keep_going and res.returncode != 0:
+            log('some selftests did not build (kept going); they will be '
+                'reported as not built')
+    return dest
+
+
+def clean(out):
+    shutil.rmtree(out, ignore_errors=True)

@@ -1,0 +1,355 @@
+"""The base tree and the series: make, apply, export, check.
+
+Layout of patches/: one directory per topic part, applied in name order,
+NN-<part>/0000-cover-letter.patch followed by the part's patches.  In the
+kernel tree a part starts with an empty commit whose message is the cover
+letter and carries a "Series-part: <part>" line; git format-patch --always
+writes it, git am --empty=keep recreates it, git am --empty=drop (what a
+user applying the series runs) skips it.
+"""
+
+import filecmp
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+
+from . import deps
+from .common import (BASE_DATE, BASE_TARBALL, BASE_TREE, BASE_VERSION, BUILD,
+                     OUT, PATCHES, SERIES_EMAIL, SERIES_NAME, TREE, Error, Stage, git, git_env,
+                     log, run)
+
+BASE_TAG = 'base'
+STAMP = os.path.join(BUILD, 'tree.json')
+PART_RE = re.compile(r'^Series-part:\s*([a-z0-9][a-z0-9-]*)\s*$', re.M)
+
+
+def base_tag_name():
+    return f'debian-{BASE_VERSION}'
+
+
+def patch_files(pdir=PATCHES):
+    out = []
+    if not os.path.isdir(pdir):
+        return out
+    for part in sorted(os.listdir(pdir)):
+        d = os.path.join(pdir, part)
+        if os.path.isdir(d):
+            out += [os.path.join(d, f) for f in sorted(os.listdir(d))
+                    if f.endswith('.patch')]
+    return out
+
+
+def patches_digest():
+    h = hashlib.sha256()
+    for p in patch_files():
+        h.update(os.path.relpath(p, PATCHES).encode() + b'\0')
+        with open(p, 'rb') as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def _strip_debian_gitignore(path):
+    # Debian's tarball appends a block that ignores every top-level entry
+    # ("/*"); with it "git add" silently skips new files.  It is not part of
+    # upstream's .gitignore, so the base commit drops it.
+    with open(path) as f:
+        text = f.read()
+    marker = '#\n# Debian packaging: ignore everything at the top level'
+    i = text.find(marker)
+    if i >= 0:
+        with open(path, 'w') as f:
+            f.write(text[:i].rstrip('\n') + '\n')
+
+
+def make_base():
+    """Extract the pinned tarball into a git repository with a fixed commit."""
+    tag = base_tag_name()
+    if os.path.isdir(os.path.join(TREE, '.git')):
+        res = git(['rev-parse', '-q', '--verify', f'refs/tags/{tag}'],
+                  check=False)
+        if res.returncode == 0:
+            return res.stdout.strip()
+        raise Error(f'{TREE} exists but has no tag {tag}: it was made from '
+                    'another base version. Export any work (make export), '
+                    'then remove build/linux and run make tree again.')
+    deps.ensure()
+    with Stage(f'base tree from {os.path.basename(BASE_TARBALL)} '
+               f'{BASE_VERSION}'):
+        tmp = TREE + '.tmp'
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        run(['tar', '-xf', BASE_TARBALL, '-C', tmp])
+        src = os.path.join(tmp, 'linux-source-6.1')
+        _strip_debian_gitignore(os.path.join(src, '.gitignore'))
+        env = git_env({'GIT_AUTHOR_DATE': BASE_DATE,
+                       'GIT_COMMITTER_DATE': BASE_DATE})
+        git(['init', '-q', '-b', 'series'], cwd=src, env=env)
+        git(['add', '-A', '-f', '.'], cwd=src, env=env)
+        git(['commit', '-q', '-m',
+             f'Debian {deps.BASE_PACKAGE} {BASE_VERSION}\n\n'
+             f'Unpacked {os.path.basename(BASE_TARBALL)} from the Debian '
+             f'package {deps.BASE_PACKAGE}\nversion {BASE_VERSION}, with '
+             'the Debian packaging block removed from .gitignore.\n'],
+            cwd=src, env=env)
+        git(['tag', tag], cwd=src, env=env)
+        # Commits made by hand in the tree carry the series identity.
+        git(['config', 'user.name', SERIES_NAME], cwd=src)
+        git(['config', 'user.email', SERIES_EMAIL], cwd=src)
+        os.rename(src, TREE)
+        shutil.rmtree(tmp)
+    sha = git(['rev-parse', 'HEAD']).stdout.strip()
+    log(f'base commit {sha} (tag {tag})')
+    return sha
+
+
+def _read_stamp():
+    try:
+        with open(STAMP) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_stamp():
+    head = git(['rev-parse', 'HEAD']).stdout.strip()
+    with open(STAMP, 'w') as f:
+        json.dump({'head': head, 'patches': patches_digest(),
+                   'base': base_tag_name()}, f)
+
+
+def tree_dirty(cwd=TREE):
+    return git(['status', '--porcelain'], cwd=cwd).stdout.strip()
+
+
+def apply_series(tree=TREE):
+    """Reset the tree to the base and git am every patch, covers kept."""
+    files = patch_files()
+    git(['checkout', '-q', '-B', 'series', base_tag_name()], cwd=tree)
+    git(['reset', '-q', '--hard', base_tag_name()], cwd=tree)
+    if not files:
+        return
+    res = git(['am', '-q', '--empty=keep', '--committer-date-is-author-date']
+              + files, cwd=tree, check=False)
+    if res.returncode != 0:
+        cur = git(['am', '--show-current-patch=diff'], cwd=tree,
+                  check=False).stdout[:2000]
+        git(['am', '--abort'], cwd=tree, check=False)
+        raise Error('git am failed:\n' + res.stdout + res.stderr +
+                    f'\n(current patch starts)\n{cur}')
+
+
+def make_tree(force=False):
+    """The kernel work tree: base plus patches/, safe to rerun."""
+    make_base()
+    st = _read_stamp()
+    head = git(['rev-parse', 'HEAD']).stdout.strip()
+    if st.get('head') == head and not tree_dirty():
+        if st.get('patches') == patches_digest():
+            log(f'tree up to date: {TREE} at {head[:12]}')
+            return
+    elif not force and st:
+        # The tree moved since the series was applied: keep that work unless
+        # patches/ already holds it.
+        diff = export_diff()
+        if diff:
+            raise Error('build/linux has work that is not in patches/:\n' +
+                        diff + '\nRun "make export" to keep it, or '
+                        '"make tree FORCE=1" to throw it away.')
+    with Stage('apply patches/ to the base tree'):
+        apply_series()
+        _write_stamp()
+    n = len(git(['rev-list', f'{base_tag_name()}..HEAD']).stdout.split())
+    log(f'tree ready: {n} commits on {base_tag_name()}')
+
+
+def commits(tree=TREE):
+    out = git(['rev-list', '--reverse', f'{base_tag_name()}..HEAD'],
+              cwd=tree).stdout.split()
+    return out
+
+
+def is_empty(sha, tree=TREE):
+    res = git(['diff', '--quiet', f'{sha}^', sha], cwd=tree, check=False)
+    return res.returncode == 0
+
+
+def parts(tree=TREE):
+    """[(part name, [commits])] with each part's cover commit first."""
+    result = []
+    for sha in commits(tree):
+        if is_empty(sha, tree):
+            msg = git(['log', '-1', '--format=%B', sha], cwd=tree).stdout
+            m = PART_RE.search(msg)
+            if not m:
+                raise Error(f'empty commit {sha[:12]} has no '
+                            '"Series-part: <name>" line; every part starts '
+                            'with such a cover commit')
+            result.append((m.group(1), [sha]))
+        elif not result:
+            raise Error(f'commit {sha[:12]} comes before any cover commit; '
+                        'start the series with an empty commit carrying '
+                        '"Series-part: <name>"')
+        else:
+            result[-1][1].append(sha)
+    return result
+
+
+FORMAT_ARGS = ['format-patch', '-q', '--always', '--zero-commit',
+               '--no-signature', '--no-numbered', '--abbrev=12',
+               '--start-number', '0']
+
+
+def export_to(dest, tree=TREE):
+    """Write the tree's series under dest (which must be empty)."""
+    for i, (name, shas) in enumerate(parts(tree), 1):
+        d = os.path.join(dest, f'{i:02d}-{name}')
+        git(['-c', 'diff.algorithm=myers', '-c', 'diff.renames=true',
+             '-c', 'core.quotepath=true'] + FORMAT_ARGS +
+            ['-o', d, f'{shas[0]}^..{shas[-1]}'], cwd=tree)
+        first = sorted(os.listdir(d))[0]
+        os.rename(os.path.join(d, first),
+                  os.path.join(d, '0000-cover-letter.patch'))
+
+
+def _tree_diff(a, b):
+    """Human-readable list of differences between two patch directories."""
+    lines = []
+
+    def walk(rel):
+        da, db = os.path.join(a, rel), os.path.join(b, rel)
+        na = set(os.listdir(da)) if os.path.isdir(da) else set()
+        nb = set(os.listdir(db)) if os.path.isdir(db) else set()
+        for n in sorted(na | nb):
+            r = os.path.join(rel, n) if rel else n
+            pa, pb = os.path.join(a, r), os.path.join(b, r)
+            if os.path.isdir(pa) or os.path.isdir(pb):
+                walk(r)
+            elif n not in na:
+                lines.append(f'  only in patches/: {r}')
+            elif n not in nb:
+                lines.append(f'  only in the tree: {r}')
+            elif not filecmp.cmp(pa, pb, shallow=False):
+                lines.append(f'  differs: {r}')
+    walk('')
+    return lines
+
+
+def export_diff(tree=TREE):
+    """'' when patches/ matches the tree, else what differs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        export_to(tmp, tree)
+        lines = _tree_diff(tmp, PATCHES)
+    dirty = tree_dirty(tree)
+    if dirty:
+        lines.append('  uncommitted changes in build/linux:')
+        lines += ['    ' + line for line in dirty.splitlines()[:20]]
+    return '\n'.join(lines)
+
+
+def export():
+    if not os.path.isdir(os.path.join(TREE, '.git')):
+        raise Error('no kernel tree: run "make tree" first')
+    if tree_dirty():
+        raise Error('build/linux has uncommitted changes; commit them '
+                    '(git -C build/linux commit) before exporting:\n' +
+                    tree_dirty())
+    tmp = PATCHES + '.new'
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    export_to(tmp)
+    changes = _tree_diff(tmp, PATCHES)
+    shutil.rmtree(PATCHES, ignore_errors=True)
+    os.rename(tmp, PATCHES)
+    _write_stamp()
+    if changes:
+        log('patches/ updated:\n' + '\n'.join(changes))
+    else:
+        log('patches/ already matched the tree; nothing changed')
+
+
+def export_check():
+    if not os.path.isdir(os.path.join(TREE, '.git')):
+        raise Error('no kernel tree: run "make tree" first')
+    diff = export_diff()
+    if diff:
+        raise Error('patches/ and build/linux disagree:\n' + diff +
+                    '\nRun "make export" to write the tree to patches/ (then '
+                    'commit patches/), or "make tree FORCE=1" to reset the '
+                    'tree to patches/.')
+    log('patches/ matches build/linux')
+
+
+def checkpatch(files):
+    """checkpatch --strict on each non-cover patch; return failures."""
+    bad = []
+    cp = os.path.join(TREE, 'scripts', 'checkpatch.pl')
+    for p in files:
+        if p.endswith('0000-cover-letter.patch'):
+            continue
+        # From inside the kernel tree, where patches/ is not tracked:
+        # checkpatch treats a git-tracked path as a source file.
+        res = run(['perl', cp, '--strict', '--no-tree', '--terse',
+                   '--show-types', p], cwd=TREE, capture=True, check=False,
+                  quiet=True)
+        rel = os.path.relpath(p, PATCHES)
+        if res.returncode != 0:
+            bad.append(rel)
+            log(f'checkpatch: {rel}: FAIL\n{res.stdout.strip()}')
+        else:
+            log(f'checkpatch: {rel}: ok')
+    return bad
+
+
+def touches(sha, tree, prefix):
+    names = git(['diff', '--name-only', f'{sha}^', sha],
+                cwd=tree).stdout.split()
+    inside = [n for n in names if n.startswith(prefix)]
+    return bool(inside), len(inside) < len(names)
+
+
+def check_series(kbuild):
+    """checkpatch every patch and build every prefix of the series."""
+    make_tree()
+    bad = checkpatch(patch_files())
+    wt = os.path.join(BUILD, 'bisect')
+    if not os.path.isdir(wt):
+        git(['worktree', 'add', '-q', '--detach', wt, base_tag_name()])
+    failed = []
+    shas = commits()
+    for n, sha in enumerate(shas, 1):
+        subj = git(['log', '-1', '--format=%s', sha]).stdout.strip()
+        if is_empty(sha):
+            continue
+        git(['checkout', '-q', '--detach', sha], cwd=wt)
+        tools, kernel = touches(sha, wt, 'tools/')
+        with Stage(f'prefix {n}/{len(shas)}: {subj}'):
+            try:
+                if kernel:
+                    kbuild.build_kernel(wt, os.path.join(OUT, 'bisect'),
+                                        flavour='host')
+                if tools:
+                    kbuild.build_selftests(wt, os.path.join(OUT, 'bisect'))
+            except Error as e:
+                log(str(e))
+                failed.append(f'{n:04d} {subj}')
+    if bad or failed:
+        raise Error('check-series failed:\n' +
+                    ''.join(f'  checkpatch: {b}\n' for b in bad) +
+                    ''.join(f'  does not build: {f}\n' for f in failed))
+    log(f'check-series: {len(shas)} commits, checkpatch clean, every prefix '
+        'builds')
+
+
+def base_worktree():
+    """A worktree of the bare base, for the baseline."""
+    make_base()
+    if not os.path.isdir(BASE_TREE):
+        git(['worktree', 'add', '-q', '--detach', BASE_TREE,
+             base_tag_name()])
+    else:
+        git(['checkout', '-q', '--detach', base_tag_name()], cwd=BASE_TREE)
+    return BASE_TREE
+

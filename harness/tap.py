@@ -1,0 +1,181 @@
+"""TAP results: parse the runner's output, add the L0 checks, summarise."""
+
+import os
+import re
+
+from .common import RESULTS, TOP
+
+RESULT_RE = re.compile(r'^(not ok|ok) (\d+) (\S+)(?: # ?(.*))?$')
+KLINE_RE = re.compile(r'^\[\s*\d+\.\d+\]')
+PATTERNS = os.path.join(TOP, 'tests', 'splat-patterns')
+
+
+def is_result(line):
+    return bool(RESULT_RE.match(line))
+
+
+def parse(text):
+    """[(name, status, detail)] with status 'ok', 'fail' or 'skip'."""
+    out = []
+    for line in text.splitlines():
+        m = RESULT_RE.match(line.strip())
+        if not m:
+            continue
+        detail = m.group(4) or ''
+        if m.group(1) == 'not ok':
+            status = 'fail'
+        elif detail.upper().startswith('SKIP'):
+            status = 'skip'
+        else:
+            status = 'ok'
+        out.append((m.group(3), status, detail))
+    return out
+
+
+def splat_patterns():
+    with open(PATTERNS) as f:
+        return [re.compile(p.strip()) for p in f
+                if p.strip() and not p.startswith('#')]
+
+
+def find_splats(text, patterns=None):
+    """Kernel log lines (printk-timestamped) that match a splat pattern."""
+    patterns = patterns or splat_patterns()
+    hits = []
+    for line in text.splitlines():
+        line = line.rstrip('\r')
+        if not KLINE_RE.match(line):
+            continue
+        if any(p.search(line) for p in patterns):
+            hits.append(line)
+    return hits
+
+
+def _read(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read().decode('utf-8', 'replace')
+    except OSError:
+        return ''
+
+
+class ModeResult:
+    def __init__(self, mode, results, rundir, took):
+        self.mode = mode
+        self.results = results      # [(name, status, detail)]
+        self.rundir = rundir
+        self.took = took
+
+    def counts(self):
+        c = {'ok': 0, 'fail': 0, 'skip': 0}
+        for _, status, _ in self.results:
+            c[status] += 1
+        return c
+
+    def tap(self):
+        lines = ['TAP version 13', f'1..{len(self.results)}']
+        for i, (name, status, detail) in enumerate(self.results, 1):
+            word = 'not ok' if status == 'fail' else 'ok'
+            lines.append(f'{word} {i} {name}' + (f' # {detail}'
+                                                  if detail else ''))
+        return '\n'.join(lines) + '\n'
+
+
+def mode_result(mode, rundir, expect, killed, took, init_time):
+    console = _read(os.path.join(rundir, 'console.log'))
+    rel = os.path.relpath(os.path.join(rundir, 'console.log'), TOP)
+    results = []
+    if init_time is None:
+        why = killed or 'QEMU exited before the test script started'
+        results.append(('boot', 'fail', f'{why}; console log: {rel}'))
+    else:
+        results.append(('boot', 'ok', f'{init_time:.0f}s to the test '
+                                       'script'))
+    if expect in console:
+        results.append(('kvm-init', 'ok', expect))
+    else:
+        results.append(('kvm-init', 'fail', f'"{expect}" not in {rel}'))
+    req = _read(os.path.join(rundir, 'request')).split()
+    tests = [r for r in parse(_read(os.path.join(rundir, 'results.tap')))
+             if r[0] != 'kernel-log']
+    seen = {r[0] for r in tests}
+    results += tests
+    for name in req:
+        if name not in seen and init_time is not None:
+            results.append((name, 'fail', 'no result: ' +
+                            (killed or 'the runner stopped early') +
+                            f'; see {rel}'))
+    if not req and init_time is not None and not tests:
+        results.append(('runner', 'fail', f'no test results; see {rel}'))
+    splats = find_splats(console + '\n' +
+                         _read(os.path.join(rundir, 'dmesg.txt')))
+    if splats:
+        uniq = list(dict.fromkeys(splats))
+        results.append(('kernel-log', 'fail', f'{len(uniq)} splat line(s), '
+                        f'first: {uniq[0][:160]}'))
+    else:
+        results.append(('kernel-log', 'ok', ''))
+    return ModeResult(mode, results, rundir, took)
+
+
+def load_baseline(mode, where=None):
+    path = os.path.join(where or os.path.join(RESULTS, 'baseline'),
+                        f'{mode}.tap')
+    if not os.path.exists(path):
+        return None
+    return {n: s for n, s, _ in parse(_read(path))}
+
+
+def summary(mode_results, baseline_dir=None):
+    """Print the combined TAP, the table with the baseline; return counts."""
+    lines = ['TAP version 13']
+    total = sum(len(m.results) for m in mode_results)
+    lines.append(f'1..{total}')
+    i = 0
+    for m in mode_results:
+        for name, status, detail in m.results:
+            i += 1
+            word = 'not ok' if status == 'fail' else 'ok'
+            d = f' # {detail}' if detail else ''
+            lines.append(f'{word} {i} {m.mode}/{name}{d}')
+    print('\n'.join(lines))
+    names = []
+    for m in mode_results:
+        for n, _, _ in m.results:
+            if n not in names:
+                names.append(n)
+    bases = {m.mode: load_baseline(m.mode, baseline_dir)
+             for m in mode_results}
+    width = max([len(n) for n in names] + [10])
+    print('\nSummary (series; "was X" = result on the unpatched base, '
+          'results/baseline/):')
+    print(f'  {"test":<{width}}  ' + '  '.join(f'{m.mode:<20}'
+                                             for m in mode_results))
+    changed = []
+    for n in names:
+        cells = []
+        for m in mode_results:
+            got = {r[0]: r[1] for r in m.results}.get(n, '-')
+            base = (bases[m.mode] or {}).get(n)
+            cell = got
+            if base is not None and base != got:
+                cell += f' (was {base})'
+                changed.append(f'{m.mode}/{n}: {base} -> {got}')
+            elif base is None and bases[m.mode] is not None:
+                cell += ' (new)'
+            cells.append(f'{cell:<20}')
+        print(f'  {n:<{width}}  ' + '  '.join(cells))
+    missing = [m.mode for m in mode_results if bases[m.mode] is None]
+    if missing:
+        print(f'  (no baseline for {", ".join(missing)}: run make baseline)')
+    if changed:
+        print('Changed from the baseline:\n  ' + '\n  '.join(changed))
+    c = {'ok': 0, 'fail': 0, 'skip': 0}
+    for m in mode_results:
+        for k, v in m.counts().items():
+            c[k] += v
+    line = f'{c["ok"]} passed, {c["fail"]} failed'
+    if c['skip']:
+        line += f', {c["skip"]} skipped'
+    print(line)
+    return c

@@ -1,0 +1,120 @@
+"""Unit tests for the harness (make check); no kernel or QEMU needed."""
+
+import os
+import tempfile
+import unittest
+
+from harness import common, kbuild, series, tap, vm
+
+
+class TapTest(unittest.TestCase):
+    def test_parse_statuses(self):
+        text = ('TAP version 13\n1..4\nok 1 a # 3s\n'
+                'not ok 2 b # exit 1 after 2s\nok 3 c # SKIP no PMU\n'
+                '# comment\nok 4 aarch64/d\n')
+        self.assertEqual(tap.parse(text), [
+            ('a', 'ok', '3s'), ('b', 'fail', 'exit 1 after 2s'),
+            ('c', 'skip', 'SKIP no PMU'), ('aarch64/d', 'ok', '')])
+
+    def test_splats_only_in_kernel_lines(self):
+        text = ('[   12.000001] WARNING: CPU: 1 PID: 7 at mm/x.c:1 f+0x1\n'
+                'WARNING: printed by a test, not the kernel\n'
+                '[   13.5] BUG: sleeping function called from invalid '
+                'context at mm/slab.h:1\n'
+                '[   14.0] kvm [1]: VHE mode initialized successfully\n'
+                '[   15.0] rcu: INFO: rcu_preempt self-detected stall\n')
+        hits = tap.find_splats(text)
+        self.assertEqual(len(hits), 3)
+        self.assertIn('mm/x.c', hits[0])
+
+    def test_every_pattern_matches_itself(self):
+        # A pattern that cannot match its own example is a silent hole.
+        for p in tap.splat_patterns():
+            example = p.pattern.replace('[0-9]+', '42')
+            self.assertTrue(tap.find_splats(f'[ 1.0] x {example} y'), p)
+
+    def test_mode_result_boot_failure(self):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, 'console.log'), 'w') as f:
+                f.write('[    0.0] Booting Linux\n')
+            with open(os.path.join(d, 'request'), 'w') as f:
+                f.write('x\n')
+            r = tap.mode_result('vhe', d, 'VHE mode', 'hung', 5, None)
+            st = {n: s for n, s, _ in r.results}
+            self.assertEqual(st['boot'], 'fail')
+            self.assertEqual(st['kvm-init'], 'fail')
+            self.assertNotIn('x', st)   # not run, but boot already failed
+            self.assertIn('console.log', r.results[0][2])
+
+    def test_mode_result_missing_test_fails(self):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, 'console.log'), 'w') as f:
+                f.write('[ 1.0] kvm [1]: VHE mode initialized '
+                        'successfully\n')
+            with open(os.path.join(d, 'request'), 'w') as f:
+                f.write('a b\n')
+            with open(os.path.join(d, 'results.tap'), 'w') as f:
+                f.write('ok 1 a\nok 2 kernel-log\n')
+            r = tap.mode_result('vhe', d, 'VHE mode initialized', None, 5,
+                                3.0)
+            st = {n: s for n, s, _ in r.results}
+            self.assertEqual(st, {'boot': 'ok', 'kvm-init': 'ok', 'a': 'ok',
+                                  'b': 'fail', 'kernel-log': 'ok'})
+
+
+class ListTest(unittest.TestCase):
+    def test_list_parses_and_names_unique(self):
+        names = [t[0] for t in vm.read_list()]
+        self.assertEqual(len(names), len(set(names)))
+        self.assertIn('aarch64/arch_timer', names)
+
+    def test_unknown_test_is_an_error(self):
+        with self.assertRaises(common.Error) as cm:
+            vm.select(['no_such_test'])
+        self.assertIn('known tests', str(cm.exception))
+
+    def test_bad_line(self):
+        with tempfile.NamedTemporaryFile('w', suffix='.list') as f:
+            f.write('name notanumber bin\n')
+            f.flush()
+            with self.assertRaises(common.Error):
+                vm.read_list(f.name)
+
+
+class ConfigTest(unittest.TestCase):
+    def test_fragments_parse(self):
+        frags = [os.path.join(common.CONFIGS, f)
+                 for f in kbuild.FLAVOURS['host']]
+        want = kbuild.fragment_options(frags)
+        for opt in ('CONFIG_KVM', 'CONFIG_PROVE_RCU',
+                    'CONFIG_DEBUG_ATOMIC_SLEEP', 'CONFIG_VFIO_PCI',
+                    'CONFIG_USERFAULTFD', 'CONFIG_ARM_PMU'):
+            self.assertEqual(want.get(opt), 'y', opt)
+        perf = kbuild.fragment_options(
+            [os.path.join(common.CONFIGS, f)
+             for f in kbuild.FLAVOURS['perf']])
+        self.assertNotIn('CONFIG_PROVE_LOCKING', perf)
+
+
+class SeriesTest(unittest.TestCase):
+    def test_part_marker(self):
+        msg = 'subject\n\nbody\n\nSeries-part: prep\nSigned-off-by: x\n'
+        self.assertEqual(series.PART_RE.search(msg).group(1), 'prep')
+
+    def test_tree_diff(self):
+        with tempfile.TemporaryDirectory() as a, \
+                tempfile.TemporaryDirectory() as b:
+            os.makedirs(os.path.join(a, '01-x'))
+            os.makedirs(os.path.join(b, '01-x'))
+            for d, text in ((a, '1'), (b, '2')):
+                with open(os.path.join(d, '01-x', 'p.patch'), 'w') as f:
+                    f.write(text)
+            with open(os.path.join(a, '01-x', 'q.patch'), 'w') as f:
+                f.write('q')
+            diff = series._tree_diff(a, b)
+            self.assertEqual(diff, ['  differs: 01-x/p.patch',
+                                    '  only in the tree: 01-x/q.patch'])
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,213 @@
+"""The L1 KVM host under QEMU: test package, initramfs, boot, results."""
+
+import os
+import platform
+import shutil
+import subprocess
+import threading
+import time
+
+from . import deps, tap
+from .common import BUILD, TOP, Error, log, run
+
+TESTS = os.path.join(TOP, 'tests')
+LIST = os.path.join(TESTS, 'kvm-selftests.list')
+RUNNER = os.path.join(TESTS, 'run-kvm-selftests.sh')
+PATTERNS = os.path.join(TESTS, 'splat-patterns')
+
+MODES = {
+    # name: (kernel command line, what KVM prints when it is up)
+    'vhe': ('', 'VHE mode initialized successfully'),
+    'nvhe': ('kvm-arm.mode=nvhe', 'Hyp mode initialized successfully'),
+    'protected': ('kvm-arm.mode=protected',
+                  'Protected nVHE mode initialized successfully'),
+}
+INIT_MARK = 'harness: init reached'
+DONE_MARK = 'harness: tests finished'
+BOOT_TIMEOUT = int(os.environ.get('BOOT_TIMEOUT', '300'))
+
+
+def read_list(path=LIST):
+    """[(name, timeout, command)] from the test list."""
+    tests = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            parts = line.split(None, 2)
+            if len(parts) < 3 or not parts[1].isdigit():
+                raise Error(f'{path}:{n}: expected "<name> <timeout> '
+                            f'<binary> [args]", got: {line}')
+            tests.append((parts[0], int(parts[1]), parts[2]))
+    return tests
+
+
+def select(names):
+    tests = read_list()
+    known = [t[0] for t in tests]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise Error(f'unknown test {", ".join(unknown)}; known tests:\n  ' +
+                    '\n  '.join(known))
+    return [t for t in tests if not names or t[0] in names]
+
+
+def make_package(selftests, dest):
+    """Runner, list, patterns and static binaries, as one directory."""
+    kdir = os.path.join(dest, 'kvm')
+    shutil.rmtree(dest, ignore_errors=True)
+    os.makedirs(kdir)
+    for f in (LIST, RUNNER, PATTERNS):
+        shutil.copy2(f, dest)
+    for _, _, cmd in read_list():
+        binary = cmd.split()[0]
+        src = os.path.join(selftests, binary)
+        if os.path.exists(src) and not os.path.exists(
+                os.path.join(kdir, binary)):
+            os.makedirs(os.path.dirname(os.path.join(kdir, binary)),
+                        exist_ok=True)
+            shutil.copy2(src, os.path.join(kdir, binary))
+    return dest
+
+
+INIT = r'''#!/bin/sh
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tmpfs tmp /tmp
+mkdir -p /tests /results
+mount -t 9p -o trans=virtio,version=9p2000.L,ro tests /tests
+mount -t 9p -o trans=virtio,version=9p2000.L results /results
+echo "@INIT_MARK@ ($(uname -r))"
+ls -l /dev/kvm
+set -- $(cat /results/request 2>/dev/null)
+/tests/run-kvm-selftests.sh -o /results/logs "$@" >/results/results.tap 2>&1
+echo "runner exit $?" >>/results/results.tap
+cat /results/results.tap
+dmesg >/results/dmesg.txt
+sync
+echo "@DONE_MARK@"
+poweroff -f
+'''
+
+
+def make_initramfs(dest):
+    """A busybox initramfs whose /init runs the request on /results."""
+    bb = os.path.join(deps.arm64_package('busybox-static'), 'bin', 'busybox')
+    root = dest + '.d'
+    shutil.rmtree(root, ignore_errors=True)
+    for d in ('bin', 'sbin', 'proc', 'sys', 'dev', 'tmp', 'etc'):
+        os.makedirs(os.path.join(root, d))
+    shutil.copy2(bb, os.path.join(root, 'bin', 'busybox'))
+    with open(os.path.join(root, 'init'), 'w') as f:
+        f.write(INIT.replace('@INIT_MARK@', INIT_MARK)
+                .replace('@DONE_MARK@', DONE_MARK))
+    os.chmod(os.path.join(root, 'init'), 0o755)
+    # busybox --install needs to run on arm64; make the links here instead.
+    for applet in ('sh', 'mount', 'ls', 'cat', 'echo', 'dmesg', 'poweroff',
+                   'sync', 'uname', 'mkdir', 'grep', 'awk', 'sed', 'cut',
+                   'tr', 'tail', 'wc', 'date', 'timeout', 'dirname',
+                   'basename', 'sleep', 'cp', 'rm', 'env', 'free', 'ps',
+                   'head', 'sort', 'true', 'false', 'test', '[', 'pwd',
+                   'cmp', 'diff', 'find', 'xargs', 'nproc'):
+        os.symlink('busybox', os.path.join(root, 'bin', applet))
+    with open(dest, 'wb') as out:
+        find = subprocess.Popen(['find', '.', '-print0'], cwd=root,
+                                stdout=subprocess.PIPE)
+        subprocess.run(['cpio', '--quiet', '-o', '-0', '-H', 'newc',
+                        '--owner', '0:0'], cwd=root, stdin=find.stdout,
+                       stdout=out, check=True)
+        find.wait()
+    shutil.rmtree(root)
+    return dest
+
+
+def accel():
+    """['-accel', ...] and a description: KVM when it can nest, else TCG."""
+    tcg = ['-accel', 'tcg,thread=multi', '-cpu', 'max']
+    if platform.machine() != 'aarch64':
+        return tcg, 'TCG (build machine is not arm64)'
+    if not os.access('/dev/kvm', os.R_OK | os.W_OK):
+        log('no usable /dev/kvm: falling back to TCG')
+        return tcg, 'TCG (no /dev/kvm)'
+    probe = subprocess.run(
+        ['qemu-system-aarch64', '-M', 'virt,virtualization=on,gic-version=3',
+         '-accel', 'kvm', '-cpu', 'host', '-display', 'none', '-nodefaults',
+         '-S', '-monitor', 'stdio'], input='quit\n', capture_output=True,
+        text=True, timeout=60)
+    if probe.returncode == 0:
+        return ['-accel', 'kvm', '-cpu', 'host'], 'KVM (nested)'
+    log('this host\'s KVM does not offer nested virtualization (EL2 for '
+        'guests): falling back to TCG, which is much slower. ' +
+        probe.stderr.strip().splitlines()[-1:][0] if probe.stderr else '')
+    return tcg, 'TCG (no nested virtualization in the host KVM)'
+
+
+def boot(image, initramfs, package, mode, names, rundir, timeout):
+    """Boot the L1 host in a KVM mode and run the named tests.
+
+    Returns a tap.ModeResult.  Keeps console.log, results.tap, dmesg.txt and
+    logs/ under rundir.
+    """
+    shutil.rmtree(rundir, ignore_errors=True)
+    os.makedirs(rundir)
+    with open(os.path.join(rundir, 'request'), 'w') as f:
+        f.write(' '.join(names) + '\n')
+    extra, expect = MODES[mode]
+    acc, how = accel()
+    append = ' '.join(filter(None, [
+        'console=ttyAMA0', 'panic=-1', 'log_buf_len=16M', 'rdinit=/init',
+        'transparent_hugepage=madvise', extra]))
+    cmd = ['qemu-system-aarch64', '-M', 'virt,virtualization=on,gic-version=3',
+           '-smp', '2', '-m', '4G'] + acc + [
+        '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
+        '-no-reboot', '-kernel', image, '-initrd', initramfs,
+        '-append', append,
+        '-virtfs', f'local,path={package},mount_tag=tests,'
+                   'security_model=none,readonly=on',
+        '-virtfs', f'local,path={rundir},mount_tag=results,'
+                   'security_model=none']
+    console = os.path.join(rundir, 'console.log')
+    log(f'boot {mode} ({how}); console: {os.path.relpath(console, TOP)}')
+    with open(os.path.join(rundir, 'qemu-cmdline'), 'w') as f:
+        f.write(' '.join(cmd) + '\n')
+    state = {'init': None, 'done': False}
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def reader():
+        with open(console, 'wb') as out:
+            for raw in proc.stdout:
+                out.write(raw)
+                out.flush()
+                line = raw.decode('utf-8', 'replace').rstrip()
+                if INIT_MARK in line:
+                    state['init'] = time.monotonic() - start
+                    log(f'{mode}: reached the test script after '
+                        f'{state["init"]:.0f}s')
+                elif DONE_MARK in line:
+                    state['done'] = True
+                elif tap.is_result(line):
+                    log(f'{mode}: {line}')
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    killed = None
+    while proc.poll() is None:
+        time.sleep(1)
+        now = time.monotonic() - start
+        if state['init'] is None and now > BOOT_TIMEOUT:
+            killed = f'the boot did not reach the test script in ' \
+                     f'{BOOT_TIMEOUT}s'
+        elif state['init'] is not None and now > state['init'] + timeout:
+            killed = f'the tests did not finish within {timeout}s'
+        if killed:
+            proc.kill()
+            break
+    proc.wait()
+    t.join(10)
+    took = time.monotonic() - start
+    return tap.mode_result(mode, rundir, expect, killed, took, state['init'])

@@ -1,0 +1,118 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# Run the series' KVM selftest list on an arm64 KVM host and report in
+# kselftest's TAP form.  Used inside the harness's L1 host and, from the
+# package that "make package" writes, on real hardware.
+#
+# usage: run-kvm-selftests.sh [-o LOGDIR] [-l] [TEST...]
+#   -o LOGDIR  keep each test's output in LOGDIR/<test>.log (default ./logs)
+#   -l         list the known tests and exit
+#   TEST       run only these (default: every test in the list)
+#
+# Each test runs under its own timeout from kvm-selftests.list.  Exit 0
+# skips (KSFT_SKIP, exit 4) are reported as "# SKIP".  Afterwards the
+# kernel log is searched for splats (splat-patterns) that appeared during
+# the run; any is a failure of the "kernel-log" check.  Exits non-zero if
+# anything failed.
+
+here=$(cd "$(dirname "$0")" && pwd)
+list=$here/kvm-selftests.list
+patterns=$here/splat-patterns
+logdir=./logs
+
+usage() {
+	sed -n 's/^# \{0,1\}//; 6,14p' "$0" >&2
+	exit 2
+}
+
+names() {
+	grep -v '^[[:space:]]*\(#\|$\)' "$list" | awk '{print $1}'
+}
+
+while getopts "o:lh" opt; do
+	case $opt in
+	o) logdir=$OPTARG ;;
+	l) names; exit 0 ;;
+	*) usage ;;
+	esac
+done
+shift $((OPTIND - 1))
+
+[ -r "$list" ] || { echo "error: test list $list not found" >&2; exit 2; }
+if [ ! -e /dev/kvm ]; then
+	echo "error: /dev/kvm not found: boot a kernel with KVM (CONFIG_KVM=y)" \
+	     "at EL2 on an arm64 host" >&2
+	exit 2
+fi
+
+# Validate the requested names before running anything.
+if [ $# -gt 0 ]; then
+	for t in "$@"; do
+		if ! names | grep -qxF "$t"; then
+			echo "error: unknown test '$t'; known tests:" >&2
+			names | sed 's/^/  /' >&2
+			exit 2
+		fi
+	done
+	selected="$*"
+else
+	selected=$(names)
+fi
+
+mkdir -p "$logdir" || exit 2
+pats=$logdir/.splat-patterns
+grep -v '^#' "$patterns" | grep . >"$pats" || exit 2
+count=$(echo $selected | wc -w)
+splats_before=$(dmesg 2>/dev/null | grep -Ec -f "$pats" 2>/dev/null)
+
+echo "TAP version 13"
+echo "1..$((count + 1))"
+n=0
+failed=0
+for t in $selected; do
+	n=$((n + 1))
+	line=$(grep -v '^[[:space:]]*#' "$list" | awk -v t="$t" '$1 == t')
+	tmo=$(echo "$line" | awk '{print $2}')
+	cmd=$(echo "$line" | cut -d' ' -f3- | sed 's/^ *//')
+	bin=${cmd%% *}
+	args=${cmd#"$bin"}
+	log=$logdir/$(echo "$t" | tr '/' '_').log
+	echo "# $t: $cmd (timeout ${tmo}s)"
+	if [ ! -x "$here/kvm/$bin" ]; then
+		echo "not ok $n $t # binary kvm/$bin was not built"
+		failed=$((failed + 1))
+		continue
+	fi
+	start=$(date +%s)
+	# shellcheck disable=SC2086
+	(cd "$here/kvm/$(dirname "$bin")" &&
+	 exec timeout -s KILL "$tmo" "./$(basename "$bin")" $args) \
+		>"$log" 2>&1 </dev/null
+	rc=$?
+	took=$(( $(date +%s) - start ))
+	case $rc in
+	0) echo "ok $n $t # ${took}s" ;;
+	4) echo "ok $n $t # SKIP $(grep -m1 -i 'skip' "$log" | cut -c1-120)" ;;
+	137|124)
+		echo "not ok $n $t # TIMEOUT after ${took}s (limit ${tmo}s)"
+		failed=$((failed + 1)) ;;
+	*)
+		echo "not ok $n $t # exit $rc after ${took}s"
+		tail -n 15 "$log" | sed 's/^/#   /'
+		failed=$((failed + 1)) ;;
+	esac
+done
+
+n=$((n + 1))
+splats_after=$(dmesg 2>/dev/null | grep -Ec -f "$pats" 2>/dev/null)
+if ! dmesg >/dev/null 2>&1; then
+	echo "ok $n kernel-log # SKIP dmesg not readable"
+elif [ "${splats_after:-0}" -gt "${splats_before:-0}" ]; then
+	echo "not ok $n kernel-log # splat in the kernel log:"
+	dmesg | grep -E -f "$pats" | tail -n $((splats_after - splats_before)) |
+		sed 's/^/#   /'
+	failed=$((failed + 1))
+else
+	echo "ok $n kernel-log"
+fi
+[ "$failed" -eq 0 ]
