@@ -20,7 +20,7 @@ def prepare(base=False, flavour='host', keep_going=False):
         tree = series.base_worktree()
         label = f'base-{flavour}'
     else:
-        series.make_tree()
+        series.make_tree(keep_work=True)
         tree = TREE
         label = flavour
     out = os.path.join(OUT, label)
@@ -151,7 +151,7 @@ def main(argv):
             series.check_series(kbuild)
         elif args.cmd == 'build':
             deps.ensure()
-            series.make_tree()
+            series.make_tree(keep_work=True)
             kbuild.build_kernel(TREE, os.path.join(OUT, args.flavour),
                                 args.flavour)
             kbuild.build_selftests(TREE, os.path.join(OUT, args.flavour))

@@ -88,11 +88,13 @@ def arm64_package(pkg):
         return dest
     dl = os.path.join(BUILD, 'arm64', 'debs')
     os.makedirs(dl, exist_ok=True)
-    res = run(['apt-get', 'download', f'{pkg}:arm64'], cwd=dl, check=False)
+    res = run(['apt-get', '-o', 'APT::Sandbox::User=root', 'download',
+           f'{pkg}:arm64'], cwd=dl, check=False)
     if res.returncode != 0:
         if os.geteuid() == 0:
             apt_update()
-        res = run(['apt-get', 'download', f'{pkg}:arm64'], cwd=dl,
+        res = run(['apt-get', '-o', 'APT::Sandbox::User=root', 'download',
+           f'{pkg}:arm64'], cwd=dl,
                   check=False)
     debs = sorted(f for f in os.listdir(dl)
                   if f.startswith(pkg + '_') and f.endswith('_arm64.deb'))

@@ -141,8 +141,12 @@ def apply_series(tree=TREE):
                     f'\n(current patch starts)\n{cur}')
 
 
-def make_tree(force=False):
-    """The kernel work tree: base plus patches/, safe to rerun."""
+def make_tree(force=False, keep_work=False):
+    """The kernel work tree: base plus patches/, safe to rerun.
+
+    If the tree holds work that patches/ does not, fail (or, with
+    keep_work, build and test that work as it is, with a warning).
+    """
     make_base()
     st = _read_stamp()
     head = git(['rev-parse', 'HEAD']).stdout.strip()
@@ -154,6 +158,11 @@ def make_tree(force=False):
         # The tree moved since the series was applied: keep that work unless
         # patches/ already holds it.
         diff = export_diff()
+        if diff and keep_work:
+            log('WARNING: using build/linux as it is; it has work that is '
+                'not in patches/ (make export, then commit patches/):\n' +
+                diff)
+            return
         if diff:
             raise Error('build/linux has work that is not in patches/:\n' +
                         diff + '\nRun "make export" to keep it, or '

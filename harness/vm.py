@@ -24,7 +24,13 @@ MODES = {
 }
 INIT_MARK = 'harness: init reached'
 DONE_MARK = 'harness: tests finished'
-BOOT_TIMEOUT = int(os.environ.get('BOOT_TIMEOUT', '300'))
+
+
+def boot_timeout():
+    val = os.environ.get('BOOT_TIMEOUT') or '300'
+    if not val.isdigit() or int(val) == 0:
+        raise Error(f'BOOT_TIMEOUT={val}: give a whole number of seconds')
+    return int(val)
 
 
 def read_list(path=LIST):
@@ -175,6 +181,7 @@ def boot(image, initramfs, package, mode, names, rundir, timeout):
     with open(os.path.join(rundir, 'qemu-cmdline'), 'w') as f:
         f.write(' '.join(cmd) + '\n')
     state = {'init': None, 'done': False}
+    limit = boot_timeout()
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -199,9 +206,8 @@ def boot(image, initramfs, package, mode, names, rundir, timeout):
     while proc.poll() is None:
         time.sleep(1)
         now = time.monotonic() - start
-        if state['init'] is None and now > BOOT_TIMEOUT:
-            killed = f'the boot did not reach the test script in ' \
-                     f'{BOOT_TIMEOUT}s'
+        if state['init'] is None and now > limit:
+            killed = f'the boot did not reach the test script in {limit}s'
         elif state['init'] is not None and now > state['init'] + timeout:
             killed = f'the tests did not finish within {timeout}s'
         if killed:

@@ -73,7 +73,7 @@ for t in $selected; do
 	n=$((n + 1))
 	line=$(grep -v '^[[:space:]]*#' "$list" | awk -v t="$t" '$1 == t')
 	tmo=$(echo "$line" | awk '{print $2}')
-	cmd=$(echo "$line" | cut -d' ' -f3- | sed 's/^ *//')
+	cmd=$(echo "$line" | awk '{$1 = ""; $2 = ""; sub(/^ +/, ""); print}')
 	bin=${cmd%% *}
 	args=${cmd#"$bin"}
 	log=$logdir/$(echo "$t" | tr '/' '_').log
