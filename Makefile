@@ -26,7 +26,10 @@ export TESTS MODES BASE_VERSION BOOT_TIMEOUT
 .PHONY: run test baseline deps tree export export-check check-series build \
 	package list check
 
-run test baseline package list:
+test: check
+	@$(PY) test
+
+run baseline package list:
 	@$(PY) $@
 
 deps export export-check check-series:

@@ -2,7 +2,6 @@
 
 import argparse
 import os
-import shutil
 import sys
 
 from . import deps, kbuild, series, tap, vm

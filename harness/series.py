@@ -320,30 +320,38 @@ def touches(sha, tree, prefix):
 
 
 def check_series(kbuild):
-    """checkpatch every patch and build every prefix of the series."""
+    """checkpatch every patch and build every prefix of the series.
+
+    The prefixes are checked out in build/linux itself and built
+    incrementally in the same output directory as "make build", so each
+    step recompiles only what its patch touched.  The tree must match
+    patches/ (nothing to lose); it is put back on its branch afterwards.
+    """
     make_tree()
     bad = checkpatch(patch_files())
-    wt = os.path.join(BUILD, 'bisect')
-    if not os.path.isdir(wt):
-        git(['worktree', 'add', '-q', '--detach', wt, base_tag_name()])
     failed = []
     shas = commits()
-    for n, sha in enumerate(shas, 1):
-        subj = git(['log', '-1', '--format=%s', sha]).stdout.strip()
-        if is_empty(sha):
-            continue
-        git(['checkout', '-q', '--detach', sha], cwd=wt)
-        tools, kernel = touches(sha, wt, 'tools/')
-        with Stage(f'prefix {n}/{len(shas)}: {subj}'):
-            try:
-                if kernel:
-                    kbuild.build_kernel(wt, os.path.join(OUT, 'bisect'),
-                                        flavour='host')
-                if tools:
-                    kbuild.build_selftests(wt, os.path.join(OUT, 'bisect'))
-            except Error as e:
-                log(str(e))
-                failed.append(f'{n:04d} {subj}')
+    out = os.path.join(OUT, 'host')
+    branch = git(['symbolic-ref', '-q', '--short', 'HEAD'],
+                 check=False).stdout.strip() or 'series'
+    try:
+        for n, sha in enumerate(shas, 1):
+            subj = git(['log', '-1', '--format=%s', sha]).stdout.strip()
+            if is_empty(sha):
+                continue
+            git(['checkout', '-q', '--detach', sha])
+            tools, kernel = touches(sha, TREE, 'tools/')
+            with Stage(f'prefix {n}/{len(shas)}: {subj}'):
+                try:
+                    if kernel:
+                        kbuild.build_kernel(TREE, out, flavour='host')
+                    if tools:
+                        kbuild.build_selftests(TREE, out)
+                except Error as e:
+                    log(str(e))
+                    failed.append(f'{n:04d} {subj}')
+    finally:
+        git(['checkout', '-q', branch])
     if bad or failed:
         raise Error('check-series failed:\n' +
                     ''.join(f'  checkpatch: {b}\n' for b in bad) +

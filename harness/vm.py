@@ -8,7 +8,7 @@ import threading
 import time
 
 from . import deps, tap
-from .common import BUILD, TOP, Error, log, run
+from .common import TOP, Error, log
 
 TESTS = os.path.join(TOP, 'tests')
 LIST = os.path.join(TESTS, 'kvm-selftests.list')
@@ -90,9 +90,7 @@ mount -t 9p -o trans=virtio,version=9p2000.L results /results
 echo "@INIT_MARK@ ($(uname -r))"
 ls -l /dev/kvm
 set -- $(cat /results/request 2>/dev/null)
-/tests/run-kvm-selftests.sh -o /results/logs "$@" >/results/results.tap 2>&1
-echo "runner exit $?" >>/results/results.tap
-cat /results/results.tap
+/tests/run-kvm-selftests.sh -o /results/logs "$@" 2>&1 | tee /results/results.tap
 dmesg >/results/dmesg.txt
 sync
 echo "@DONE_MARK@"
@@ -114,7 +112,7 @@ def make_initramfs(dest):
     os.chmod(os.path.join(root, 'init'), 0o755)
     # busybox --install needs to run on arm64; make the links here instead.
     for applet in ('sh', 'mount', 'ls', 'cat', 'echo', 'dmesg', 'poweroff',
-                   'sync', 'uname', 'mkdir', 'grep', 'awk', 'sed', 'cut',
+                   'sync', 'uname', 'tee', 'mkdir', 'grep', 'awk', 'sed', 'cut',
                    'tr', 'tail', 'wc', 'date', 'timeout', 'dirname',
                    'basename', 'sleep', 'cp', 'rm', 'env', 'free', 'ps',
                    'head', 'sort', 'true', 'false', 'test', '[', 'pwd',
@@ -146,9 +144,9 @@ def accel():
         text=True, timeout=60)
     if probe.returncode == 0:
         return ['-accel', 'kvm', '-cpu', 'host'], 'KVM (nested)'
+    why = (probe.stderr.strip().splitlines() or [''])[-1]
     log('this host\'s KVM does not offer nested virtualization (EL2 for '
-        'guests): falling back to TCG, which is much slower. ' +
-        probe.stderr.strip().splitlines()[-1:][0] if probe.stderr else '')
+        f'guests): falling back to TCG, which is much slower. QEMU said: {why}')
     return tcg, 'TCG (no nested virtualization in the host KVM)'
 
 

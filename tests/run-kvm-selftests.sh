@@ -62,6 +62,7 @@ fi
 mkdir -p "$logdir" || exit 2
 pats=$logdir/.splat-patterns
 grep -v '^#' "$patterns" | grep . >"$pats" || exit 2
+# shellcheck disable=SC2086 # word count of a list of names
 count=$(echo $selected | wc -w)
 splats_before=$(dmesg 2>/dev/null | grep -Ec -f "$pats" 2>/dev/null)
 
