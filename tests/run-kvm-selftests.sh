@@ -39,6 +39,11 @@ done
 shift $((OPTIND - 1))
 
 [ -r "$list" ] || { echo "error: test list $list not found" >&2; exit 2; }
+if [ "$(uname -m)" != aarch64 ]; then
+	echo "error: these are arm64 binaries; run on an arm64 KVM host" \
+	     "(this machine is $(uname -m))" >&2
+	exit 2
+fi
 if [ ! -e /dev/kvm ]; then
 	echo "error: /dev/kvm not found: boot a kernel with KVM (CONFIG_KVM=y)" \
 	     "at EL2 on an arm64 host" >&2
