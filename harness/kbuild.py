@@ -110,3 +110,22 @@ def build_selftests(tree, out, keep_going=False):
 
 def clean(out):
     shutil.rmtree(out, ignore_errors=True)
+
+
+def selftests_missing(tree, out):
+    """Build the KVM selftests from scratch binaries; return those missing.
+
+    Objects are reused between calls (make rebuilds what changed), but
+    every binary is removed first, so a binary left from an earlier build
+    cannot hide a failure.
+    """
+    from .vm import read_list
+    dest = os.path.join(out, 'kselftest', 'kvm')
+    binaries = sorted({cmd.split()[0] for _, _, cmd in read_list()})
+    for b in binaries:
+        try:
+            os.remove(os.path.join(dest, b))
+        except FileNotFoundError:
+            pass
+    build_selftests(tree, out, keep_going=True)
+    return {b for b in binaries if not os.path.exists(os.path.join(dest, b))}

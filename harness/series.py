@@ -332,9 +332,16 @@ def check_series(kbuild):
     failed = []
     shas = commits()
     out = os.path.join(OUT, 'host')
+    st_out = os.path.join(OUT, 'check-series')
     branch = git(['symbolic-ref', '-q', '--short', 'HEAD'],
                  check=False).stdout.strip() or 'series'
     try:
+        # Selftests that do not build on the base itself (the reason for
+        # the prep part) may still fail at a prefix; any other may not.
+        git(['checkout', '-q', '--detach', base_tag_name()])
+        base_missing = kbuild.selftests_missing(TREE, st_out)
+        log('selftests that do not build on the base: ' +
+            (', '.join(sorted(base_missing)) or 'none'))
         for n, sha in enumerate(shas, 1):
             subj = git(['log', '-1', '--format=%s', sha]).stdout.strip()
             if is_empty(sha):
@@ -346,7 +353,11 @@ def check_series(kbuild):
                     if kernel:
                         kbuild.build_kernel(TREE, out, flavour='host')
                     if tools:
-                        kbuild.build_selftests(TREE, out)
+                        missing = kbuild.selftests_missing(TREE, st_out)
+                        if not missing <= base_missing:
+                            raise Error('selftests that built on the base '
+                                        'no longer build: ' + ', '.join(
+                                            sorted(missing - base_missing)))
                 except Error as e:
                     log(str(e))
                     failed.append(f'{n:04d} {subj}')
