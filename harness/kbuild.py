@@ -28,26 +28,20 @@ def kmake(tree, out, targets, quiet=False):
     return run(cmd, env=make_env(), quiet=quiet)
 
 
-def fragment_options(paths):
-    """{CONFIG_X: value} asked for by the fragments ('n' for =n/not set)."""
-    want = {}
+def read_config(*paths):
+    """{CONFIG_X: value} set by the given .config files or fragments.
+
+    Options written "=n" map to 'n'; "# CONFIG_X is not set" lines are not
+    returned (a caller treats a missing option as 'n').
+    """
+    opts = {}
     for path in paths:
         with open(path) as f:
             for line in f:
                 m = re.match(r'^(CONFIG_\w+)=(.*)$', line.strip())
                 if m:
-                    want[m.group(1)] = m.group(2)
-    return want
-
-
-def read_config(path):
-    have = {}
-    with open(path) as f:
-        for line in f:
-            m = re.match(r'^(CONFIG_\w+)=(.*)$', line.strip())
-            if m:
-                have[m.group(1)] = m.group(2)
-    return have
+                    opts[m.group(1)] = m.group(2)
+    return opts
 
 
 def configure(tree, out, flavour):
@@ -66,7 +60,7 @@ def configure(tree, out, flavour):
     kmake(tree, out, ['olddefconfig'])
     have = read_config(cfg)
     wrong = []
-    for opt, val in fragment_options(frags).items():
+    for opt, val in read_config(*frags).items():
         got = have.get(opt, 'n')
         if got != val:
             wrong.append(f'{opt}={val} (got {got})')

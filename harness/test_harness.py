@@ -85,14 +85,14 @@ class ConfigTest(unittest.TestCase):
     def test_fragments_parse(self):
         frags = [os.path.join(common.CONFIGS, f)
                  for f in kbuild.FLAVOURS['host']]
-        want = kbuild.fragment_options(frags)
+        want = kbuild.read_config(*frags)
         for opt in ('CONFIG_KVM', 'CONFIG_PROVE_RCU',
                     'CONFIG_DEBUG_ATOMIC_SLEEP', 'CONFIG_VFIO_PCI',
                     'CONFIG_USERFAULTFD', 'CONFIG_ARM_PMU'):
             self.assertEqual(want.get(opt), 'y', opt)
-        perf = kbuild.fragment_options(
-            [os.path.join(common.CONFIGS, f)
-             for f in kbuild.FLAVOURS['perf']])
+        perf = kbuild.read_config(
+            *[os.path.join(common.CONFIGS, f)
+              for f in kbuild.FLAVOURS['perf']])
         self.assertNotIn('CONFIG_PROVE_LOCKING', perf)
 
 
