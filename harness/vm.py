@@ -196,7 +196,8 @@ def boot(image, initramfs, package, mode, names, rundir, timeout):
                         f'{state["init"]:.0f}s')
                 elif DONE_MARK in line:
                     state['done'] = True
-                elif tap.is_result(line):
+                elif tap.is_result(line) or line.startswith('#   '):
+                    # results, and the runner's tail of a failed test's log
                     log(f'{mode}: {line}')
     t = threading.Thread(target=reader, daemon=True)
     t.start()

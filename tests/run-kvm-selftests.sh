@@ -104,7 +104,8 @@ for t in $selected; do
 		failed=$((failed + 1)) ;;
 	*)
 		echo "not ok $n $t # exit $rc after ${took}s"
-		tail -n 15 "$log" | sed 's/^/#   /'
+		# the log may end without a newline: add one, drop blank lines
+		{ tail -n 15 "$log"; echo; } | sed '/^[[:space:]]*$/d; s/^/#   /'
 		failed=$((failed + 1)) ;;
 	esac
 done
