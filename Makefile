@@ -14,6 +14,8 @@
 #   make build          kernel Image and selftests only
 #   make package        static selftests + runner for a real arm64 host
 #   make list           the known test names
+#   make bench          stage-2 fault benchmark, base against series
+#                       (ROUNDS=3, VCPUS="1 2 4"; results/bench/)
 #   make check          the harness's own unit tests
 #
 # Variables: TESTS="a b" (subset of tests), MODES="vhe nvhe protected",
@@ -21,15 +23,15 @@
 # BOOT_TIMEOUT (seconds for L1 to reach its test script, default 300).
 
 PY := python3 -m harness
-export TESTS MODES BASE_VERSION BOOT_TIMEOUT
+export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS
 
 .PHONY: run test baseline deps tree export export-check check-series build \
-	package list check
+	package list check bench
 
 test: check
 	@$(PY) test
 
-run baseline package list:
+run baseline package list bench:
 	@$(PY) $@
 
 deps export export-check check-series:

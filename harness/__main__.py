@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from . import deps, kbuild, series, tap, vm
+from . import bench, deps, kbuild, series, tap, vm
 from .common import BUILD, OUT, RESULTS, TOP, TREE, Error, Stage, log, \
     print_timings, run
 
@@ -133,6 +133,11 @@ def main(argv):
         s.add_argument('--tests', default=os.environ.get('TESTS', ''))
         s.add_argument('--modes', default=os.environ.get('MODES', ''))
     sub.add_parser('package', help='static selftests + runner tarball')
+    bn = sub.add_parser('bench', help='stage-2 fault benchmark, base vs '
+                        'series')
+    bn.add_argument('--rounds', type=int,
+                    default=int(os.environ.get('ROUNDS') or 3))
+    bn.add_argument('--vcpus', default=os.environ.get('VCPUS') or '1 2 4')
     sub.add_parser('list', help='the known test names')
     args = p.parse_args(argv)
     try:
@@ -154,6 +159,15 @@ def main(argv):
             kbuild.build_kernel(TREE, os.path.join(OUT, args.flavour),
                                 args.flavour)
             kbuild.build_selftests(TREE, os.path.join(OUT, args.flavour))
+        elif args.cmd == 'bench':
+            vcpus = parse_list(args.vcpus)
+            if args.rounds < 1 or not vcpus or not all(
+                    v.isdigit() and 0 < int(v) <= 16 for v in vcpus):
+                raise Error('bench: ROUNDS must be at least 1 and VCPUS a '
+                            'list of vCPU counts from 1 to 16, e.g. '
+                            'VCPUS="1 2 4"')
+            return bench.run_bench(prepare, args.rounds,
+                                   [int(v) for v in vcpus])
         elif args.cmd == 'list':
             print('\n'.join(t[0] for t in vm.read_list()))
         else:

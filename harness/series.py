@@ -320,10 +320,13 @@ def maintainers_sections(path):
 
 
 def maintainer_section(sections, path):
+    """The section whose matching F: pattern is the most specific."""
+    best, best_len = None, -1
     for name, pats in sections:
-        if any(rx.match(path) for rx in pats):
-            return name
-    return None
+        for rx in pats:
+            if rx.match(path) and len(rx.pattern) > best_len:
+                best, best_len = name, len(rx.pattern)
+    return best
 
 
 def new_or_deleted_files(patch):

@@ -154,3 +154,28 @@ class MaintainersTest(unittest.TestCase):
             # foo/new.c is in no section of the real MAINTAINERS
             if os.path.exists(os.path.join(series.TREE, 'MAINTAINERS')):
                 self.assertIsNone(series.covered_file_changes(patch, out))
+
+
+class BenchTest(unittest.TestCase):
+    DLPT = ('Populate memory time: 4.250000000s\n'
+            'Iteration 1 dirty memory time: 2.000000000s\n'
+            'Iteration 2 dirty memory time: 1.000000000s\n')
+
+    def test_parse(self):
+        from harness import bench
+        got = bench.parse_log(self.DLPT, 'dlpt')
+        self.assertAlmostEqual(got['populate'], 4.25)
+        self.assertAlmostEqual(got['dirty'], 1.5)
+        with self.assertRaises(common.Error):
+            bench.parse_log('Populate memory time: 1.0s\n', 'dlpt')
+
+    def test_table_ratio_and_target(self):
+        from harness import bench
+        the_cases = [('dlpt-v2', 'dlpt', 2, '')]
+        raw = [{'base': {'dlpt-v2': {'populate': b, 'dirty': 1.0}},
+                'series': {'dlpt-v2': {'populate': s, 'dirty': 1.0}}}
+               for b, s in ((10.0, 5.0), (12.0, 7.0), (11.0, 6.0))]
+        lines, verdicts = bench.table(raw, the_cases, ['base', 'series'])
+        self.assertEqual(verdicts, [('dlpt-v2', 'populate', 6.0 / 11.0,
+                                     0.6, True)])
+        self.assertIn('met', lines[1])

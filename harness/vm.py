@@ -59,14 +59,15 @@ def select(names):
     return [t for t in tests if not names or t[0] in names]
 
 
-def make_package(selftests, dest):
+def make_package(selftests, dest, listfile=LIST):
     """Runner, list, patterns and static binaries, as one directory."""
     kdir = os.path.join(dest, 'kvm')
     shutil.rmtree(dest, ignore_errors=True)
     os.makedirs(kdir)
-    for f in (LIST, RUNNER, PATTERNS):
+    for f in (RUNNER, PATTERNS):
         shutil.copy2(f, dest)
-    for _, _, cmd in read_list():
+    shutil.copy2(listfile, os.path.join(dest, os.path.basename(LIST)))
+    for _, _, cmd in read_list(listfile):
         binary = cmd.split()[0]
         src = os.path.join(selftests, binary)
         if os.path.exists(src) and not os.path.exists(
