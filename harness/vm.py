@@ -166,8 +166,10 @@ def boot(image, initramfs, package, mode, names, rundir, timeout):
     append = ' '.join(filter(None, [
         'console=ttyAMA0', 'panic=-1', 'log_buf_len=16M', 'rdinit=/init',
         'transparent_hugepage=madvise', extra]))
+    # pci-testdev: a PCI device with a 4K memory BAR 0 and no driver in
+    # L1, for the VFIO (no-IOMMU) Normal-NC test to assign.
     cmd = ['qemu-system-aarch64', '-M', 'virt,virtualization=on,gic-version=3',
-           '-smp', '2', '-m', '4G'] + acc + [
+           '-smp', '2', '-m', '4G', '-device', 'pci-testdev'] + acc + [
         '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
         '-no-reboot', '-kernel', image, '-initrd', initramfs,
         '-append', append,
