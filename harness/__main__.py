@@ -9,7 +9,10 @@ from .common import BUILD, OUT, RESULTS, TOP, TREE, Error, Stage, log, \
     print_timings, run
 
 ALL_MODES = ['vhe', 'nvhe', 'protected']
-DEMO_TESTS = ['aarch64/arch_timer']
+# The main job's guests: one that just runs (timer interrupts), one per
+# feature of the series that a guest can show.
+DEMO_TESTS = ['aarch64/arch_timer', 'aarch64/stage2_fault_stress_test_thp',
+              'aarch64/vfio_normal_nc_test']
 
 
 def prepare(base=False, flavour='host', keep_going=False):
@@ -100,6 +103,12 @@ def cmd_run(args):
         for name, status, detail in r.results:
             if name not in ('boot', 'kvm-init', 'kernel-log'):
                 print(f'    guest {name}: {status} {detail}')
+                logf = os.path.join(r.rundir, 'logs',
+                                    name.replace('/', '_') + '.log')
+                if os.path.exists(logf):
+                    with open(logf, errors='replace') as f:
+                        for ln in f.read().splitlines()[-4:]:
+                            print(f'      | {ln}')
     print_timings()
     c = tap.summary(results)
     return 1 if c['fail'] else 0
