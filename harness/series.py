@@ -291,79 +291,6 @@ def export_check():
     log('patches/ matches build/linux')
 
 
-def maintainers_sections(path):
-    """[(section, [F: regex])] from a MAINTAINERS file, without THE REST.
-
-    F: patterns as get_maintainer.pl reads them: * and ? stay within one
-    path component, a trailing / covers everything below.
-    """
-    sections, name, pats = [], None, []
-    with open(path, encoding='utf-8', errors='replace') as f:
-        for line in f:
-            line = line.rstrip('\n')
-            if not line:
-                if name and pats:
-                    sections.append((name, pats))
-                name, pats = None, []
-            elif name is None and not re.match(r'^[A-Z]:\t', line):
-                name = line
-            elif name and line.startswith('F:\t'):
-                pat = line[3:].strip()
-                rx = ''.join('[^/]*' if c == '*' else '[^/]' if c == '?'
-                             else re.escape(c) for c in pat)
-                if pat.endswith('/'):
-                    rx += '.*'
-                pats.append(re.compile(rx + '$'))
-    if name and pats:
-        sections.append((name, pats))
-    return [(n, p) for n, p in sections if n != 'THE REST']
-
-
-def maintainer_section(sections, path):
-    """The section whose matching F: pattern is the most specific."""
-    best, best_len = None, -1
-    for name, pats in sections:
-        for rx in pats:
-            if rx.match(path) and len(rx.pattern) > best_len:
-                best, best_len = name, len(rx.pattern)
-    return best
-
-
-def new_or_deleted_files(patch):
-    files, current = [], None
-    with open(patch, encoding='utf-8', errors='replace') as f:
-        for line in f:
-            m = re.match(r'^diff --git a/(\S+) b/(\S+)', line)
-            if m:
-                current = m.group(2)
-            elif re.match(r'^(new|deleted) file mode', line) and current:
-                files.append(current)
-    return files
-
-
-def covered_file_changes(patch, output):
-    """Why checkpatch's only complaint is moot, or None.
-
-    checkpatch asks "does MAINTAINERS need updating?" (FILE_PATH_CHANGES)
-    for every added or deleted file unless the patch edits MAINTAINERS.
-    The answer is no when a MAINTAINERS section other than THE REST
-    already covers each such file; that is checked here, not assumed.
-    """
-    problems = [ln for ln in output.splitlines()
-                if re.search(r': (ERROR|WARNING|CHECK):', ln)]
-    if not problems or not all(':FILE_PATH_CHANGES:' in ln
-                               for ln in problems):
-        return None
-    sections = maintainers_sections(os.path.join(TREE, 'MAINTAINERS'))
-    found = {}
-    for path in new_or_deleted_files(patch):
-        sec = maintainer_section(sections, path)
-        if sec is None:
-            return None
-        found.setdefault(sec, []).append(path)
-    return '; '.join(f'{", ".join(v)} in "{k}"' for k, v in found.items())
-
-
 def checkpatch(files):
     """checkpatch --strict on each non-cover patch; return failures."""
     bad = []
@@ -377,14 +304,9 @@ def checkpatch(files):
                    '--show-types', p], cwd=TREE, capture=True, check=False,
                   quiet=True)
         rel = os.path.relpath(p, PATCHES)
-        covered = (covered_file_changes(p, res.stdout)
-                   if res.returncode != 0 else None)
-        if res.returncode != 0 and covered is None:
+        if res.returncode != 0:
             bad.append(rel)
             log(f'checkpatch: {rel}: FAIL\n{res.stdout.strip()}')
-        elif covered:
-            log(f'checkpatch: {rel}: ok (asks whether MAINTAINERS needs '
-                f'updating for new files; already covered: {covered})')
         else:
             log(f'checkpatch: {rel}: ok')
     return bad

@@ -120,42 +120,6 @@ if __name__ == '__main__':
     unittest.main()
 
 
-class MaintainersTest(unittest.TestCase):
-    MAINTAINERS = ('Descriptions first\n\nKVM/arm64\nM:\tA <a@b>\n'
-                   'F:\tarch/arm64/kvm/\nF:\ttools/kvm/*/aarch64/\n\n'
-                   'THE REST\nM:\tC <c@d>\nF:\t*\nF:\t*/\n')
-
-    def test_coverage(self):
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, 'MAINTAINERS')
-            with open(path, 'w') as f:
-                f.write(self.MAINTAINERS)
-            secs = series.maintainers_sections(path)
-        self.assertEqual([n for n, _ in secs], ['KVM/arm64'])
-        self.assertEqual(series.maintainer_section(
-            secs, 'arch/arm64/kvm/hyp/x.c'), 'KVM/arm64')
-        self.assertEqual(series.maintainer_section(
-            secs, 'tools/kvm/lib/aarch64/x.c'), 'KVM/arm64')
-        # * stays within one component; THE REST does not count.
-        self.assertIsNone(series.maintainer_section(
-            secs, 'tools/kvm/a/b/aarch64/x.c'))
-        self.assertIsNone(series.maintainer_section(secs, 'foo/bar.c'))
-
-    def test_only_file_path_changes_can_be_excused(self):
-        with tempfile.TemporaryDirectory() as d:
-            patch = os.path.join(d, 'p.patch')
-            with open(patch, 'w') as f:
-                f.write('diff --git a/foo/new.c b/foo/new.c\n'
-                        'new file mode 100644\n')
-            out = 'p.patch:9: WARNING:LONG_LINE: too long\n'
-            self.assertIsNone(series.covered_file_changes(patch, out))
-            out = ('p.patch:9: WARNING:FILE_PATH_CHANGES: added, moved '
-                   'or deleted file(s)\n')
-            # foo/new.c is in no section of the real MAINTAINERS
-            if os.path.exists(os.path.join(series.TREE, 'MAINTAINERS')):
-                self.assertIsNone(series.covered_file_changes(patch, out))
-
-
 class BenchTest(unittest.TestCase):
     DLPT = ('Populate memory time: 4.250000000s\n'
             'Iteration 1 dirty memory time: 2.000000000s\n'
