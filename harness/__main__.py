@@ -30,7 +30,8 @@ def prepare(base=False, flavour='host', keep_going=False):
     selftests = kbuild.build_selftests(tree, out, keep_going=keep_going)
     with Stage('test package and initramfs'):
         package = vm.make_package(selftests,
-                                  os.path.join(BUILD, 'pkg', label))
+                                  os.path.join(BUILD, 'pkg', label),
+                                  base=base)
         initramfs = vm.make_initramfs(os.path.join(BUILD, 'initramfs.cpio'))
     return image, initramfs, package, label
 
@@ -83,7 +84,7 @@ def cmd_baseline(args):
     else:
         log('a partial test list: results/baseline/ left unchanged')
     print_timings()
-    tap.summary(results)
+    tap.summary(results, title=f'unpatched base {series.base_tag_name()}')
     return 0
 
 

@@ -284,10 +284,12 @@ def export_check():
         raise Error('no kernel tree: run "make tree" first')
     diff = export_diff()
     if diff:
+        first = ('commit the work in build/linux (git -C build/linux '
+                 'commit -as), then run ' if tree_dirty() else 'Run ')
         raise Error('patches/ and build/linux disagree:\n' + diff +
-                    '\nRun "make export" to write the tree to patches/ (then '
-                    'commit patches/), or "make tree FORCE=1" to reset the '
-                    'tree to patches/.')
+                    f'\n{first}"make export" to write the tree to patches/ '
+                    '(then commit patches/), or "make tree FORCE=1" to reset '
+                    'the tree to patches/ (the work is lost).')
     log('patches/ matches build/linux')
 
 

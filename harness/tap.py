@@ -126,8 +126,12 @@ def load_baseline(mode, where=None):
     return {n: s for n, s, _ in parse(_read(path))}
 
 
-def summary(mode_results, baseline_dir=None):
-    """Print the combined TAP, the table with the baseline; return counts."""
+def summary(mode_results, baseline_dir=None, title=None):
+    """Print the combined TAP, the table with the baseline; return counts.
+
+    With a title (the baseline run itself) the table is not compared with
+    results/baseline/ and is headed by the title instead.
+    """
     lines = ['TAP version 13']
     total = sum(len(m.results) for m in mode_results)
     lines.append(f'1..{total}')
@@ -144,10 +148,11 @@ def summary(mode_results, baseline_dir=None):
         for n, _, _ in m.results:
             if n not in names:
                 names.append(n)
-    bases = {m.mode: load_baseline(m.mode, baseline_dir)
+    bases = {m.mode: None if title else load_baseline(m.mode, baseline_dir)
              for m in mode_results}
     width = max([len(n) for n in names] + [10])
-    print('\nSummary (series; "was X" = result on the unpatched base, '
+    print(f'\nSummary ({title}):' if title else
+          '\nSummary (series; "was X" = result on the unpatched base, '
           'results/baseline/):')
     print(f'  {"test":<{width}}  ' + '  '.join(f'{m.mode:<20}'
                                              for m in mode_results))
@@ -166,7 +171,7 @@ def summary(mode_results, baseline_dir=None):
             cells.append(f'{cell:<20}')
         print(f'  {n:<{width}}  ' + '  '.join(cells))
     missing = [m.mode for m in mode_results if bases[m.mode] is None]
-    if missing:
+    if missing and not title:
         print(f'  (no baseline for {", ".join(missing)}: run make baseline)')
     if changed:
         print('Changed from the baseline:\n  ' + '\n  '.join(changed))

@@ -3,6 +3,7 @@
 import os
 import tempfile
 import unittest
+from unittest import mock
 
 from harness import common, kbuild, series, tap, vm
 
@@ -62,6 +63,63 @@ class TapTest(unittest.TestCase):
                                   'b': 'fail', 'kernel-log': 'ok'})
 
 
+class BootTest(unittest.TestCase):
+    """vm.boot() and vm.accel() with a stand-in qemu-system-aarch64."""
+
+    @staticmethod
+    def _fake_qemu(d, script):
+        """Put a qemu-system-aarch64 running script in d; return PATH."""
+        fake = os.path.join(d, 'qemu-system-aarch64')
+        with open(fake, 'w') as f:
+            f.write('#!/bin/sh\n' + script)
+        os.chmod(fake, 0o755)
+        return d + ':' + os.environ['PATH']
+
+    def test_hung_boot_is_killed_and_named(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = self._fake_qemu(d, 'echo "[    0.0] Booting Linux"\n'
+                                      'exec sleep 60\n')
+            env = {'PATH': path, 'BOOT_TIMEOUT': '2'}
+            with mock.patch.dict(os.environ, env), \
+                    mock.patch.object(vm.platform, 'machine',
+                                      return_value='x86_64'):
+                r = vm.boot('Image', 'initrd', d, 'vhe', ['a'],
+                            os.path.join(d, 'run'), 600)
+            self.assertLess(r.took, 30)
+            boot = r.results[0]
+            self.assertEqual(boot[:2], ('boot', 'fail'))
+            self.assertIn('did not reach the test script in 2s', boot[2])
+            self.assertIn('console.log', boot[2])
+            with open(os.path.join(d, 'run', 'console.log')) as f:
+                self.assertIn('Booting Linux', f.read())
+
+    def _accel_with(self, qemu_script, kvm_usable=True):
+        with tempfile.TemporaryDirectory() as d:
+            path = self._fake_qemu(d, qemu_script)
+            with mock.patch.dict(os.environ, {'PATH': path}), \
+                    mock.patch.object(vm.platform, 'machine',
+                                      return_value='aarch64'), \
+                    mock.patch.object(vm.os, 'access',
+                                      return_value=kvm_usable):
+                return vm.accel()
+
+    def test_accel_kvm_when_it_nests(self):
+        args, how = self._accel_with('cat >/dev/null; exit 0\n')
+        self.assertEqual(args[:2], ['-accel', 'kvm'])
+        self.assertEqual(how, 'KVM (nested)')
+
+    def test_accel_tcg_without_nesting(self):
+        args, how = self._accel_with(
+            'echo "qemu: KVM does not support EL2" >&2; exit 1\n')
+        self.assertEqual(args[:2], ['-accel', 'tcg,thread=multi'])
+        self.assertIn('no nested virtualization', how)
+
+    def test_accel_tcg_without_dev_kvm(self):
+        args, how = self._accel_with('exit 0\n', kvm_usable=False)
+        self.assertEqual(args[:2], ['-accel', 'tcg,thread=multi'])
+        self.assertIn('no /dev/kvm', how)
+
+
 class ListTest(unittest.TestCase):
     def test_list_parses_and_names_unique(self):
         names = [t[0] for t in vm.read_list()]
@@ -79,6 +137,33 @@ class ListTest(unittest.TestCase):
             f.flush()
             with self.assertRaises(common.Error):
                 vm.read_list(f.name)
+
+    def _list(self, text):
+        f = tempfile.NamedTemporaryFile('w', suffix='.list', delete=False)
+        self.addCleanup(os.remove, f.name)
+        f.write(text)
+        f.close()
+        return f.name
+
+    def test_base_command(self):
+        path = self._list('# c\n#base: t\nt 10 t -e 5\nu 20 u -x\n')
+        self.assertEqual(vm.read_list(path),
+                         [('t', 10, 't -e 5'), ('u', 20, 'u -x')])
+        self.assertEqual(vm.read_list(path, base=True),
+                         [('t', 10, 't'), ('u', 20, 'u -x')])
+
+    def test_base_command_errors(self):
+        for text in ('#base: other\nt 10 t\n', '#base:\nt 10 t\n',
+                     't 10 t\n#base: t\n'):
+            with self.assertRaises(common.Error, msg=text):
+                vm.read_list(self._list(text))
+
+    def test_base_package_list(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = self._list('#base: t\nt 10 t -e 5\n')
+            vm.make_package(d, os.path.join(d, 'pkg'), path, base=True)
+            with open(os.path.join(d, 'pkg', 'kvm-selftests.list')) as f:
+                self.assertIn('t 10 t\n', f.read())
 
 
 class ConfigTest(unittest.TestCase):

@@ -33,19 +33,45 @@ def boot_timeout():
     return int(val)
 
 
-def read_list(path=LIST):
-    """[(name, timeout, command)] from the test list."""
+BASE_ARGS = '#base:'
+
+
+def read_list(path=LIST, base=False):
+    """[(name, timeout, command)] from the test list.
+
+    A line "#base: <binary> [args]" just before an entry gives the command
+    that entry runs on the unpatched base (make baseline, base=True): the
+    same binary, with arguments the base understands.
+    """
     tests = []
+    pending = None
     with open(path) as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
+            if line.startswith(BASE_ARGS):
+                pending = (n, line[len(BASE_ARGS):].strip())
+                if not pending[1]:
+                    raise Error(f'{path}:{n}: "{BASE_ARGS}" needs a command')
+                continue
             if not line or line.startswith('#'):
                 continue
             parts = line.split(None, 2)
             if len(parts) < 3 or not parts[1].isdigit():
                 raise Error(f'{path}:{n}: expected "<name> <timeout> '
                             f'<binary> [args]", got: {line}')
-            tests.append((parts[0], int(parts[1]), parts[2]))
+            cmd = parts[2]
+            if pending:
+                if pending[1].split()[0] != cmd.split()[0]:
+                    raise Error(f'{path}:{pending[0]}: "{BASE_ARGS}" must '
+                                f'run the same binary as the entry after '
+                                f'it ({cmd.split()[0]})')
+                if base:
+                    cmd = pending[1]
+                pending = None
+            tests.append((parts[0], int(parts[1]), cmd))
+    if pending:
+        raise Error(f'{path}:{pending[0]}: "{BASE_ARGS}" with no entry after '
+                    'it')
     return tests
 
 
@@ -59,15 +85,24 @@ def select(names):
     return [t for t in tests if not names or t[0] in names]
 
 
-def make_package(selftests, dest, listfile=LIST):
-    """Runner, list, patterns and static binaries, as one directory."""
+def make_package(selftests, dest, listfile=LIST, base=False):
+    """Runner, list, patterns and static binaries, as one directory.
+
+    With base=True the list carries the base's commands (see read_list).
+    """
     kdir = os.path.join(dest, 'kvm')
     shutil.rmtree(dest, ignore_errors=True)
     os.makedirs(kdir)
     for f in (RUNNER, PATTERNS):
         shutil.copy2(f, dest)
-    shutil.copy2(listfile, os.path.join(dest, os.path.basename(LIST)))
-    for _, _, cmd in read_list(listfile):
+    tests = read_list(listfile, base=base)
+    if base:
+        with open(os.path.join(dest, os.path.basename(LIST)), 'w') as f:
+            f.write('# the test list as run on the unpatched base\n' +
+                    ''.join(f'{n} {t} {c}\n' for n, t, c in tests))
+    else:
+        shutil.copy2(listfile, os.path.join(dest, os.path.basename(LIST)))
+    for _, _, cmd in tests:
         binary = cmd.split()[0]
         src = os.path.join(selftests, binary)
         if os.path.exists(src) and not os.path.exists(
@@ -217,5 +252,6 @@ def boot(image, initramfs, package, mode, names, rundir, timeout):
             break
     proc.wait()
     t.join(10)
+    proc.stdout.close()
     took = time.monotonic() - start
     return tap.mode_result(mode, rundir, expect, killed, took, state['init'])
