@@ -90,7 +90,8 @@ def cmd_baseline(args):
         for r in results:
             with open(os.path.join(dest, f'{r.mode}.tap'), 'w') as f:
                 f.write(f'# unpatched base {series.base_tag_name()}, '
-                        f'{r.mode} mode, full test list\n' + r.tap())
+                        f'{r.mode} mode, full test list less the tests '
+                        'the series adds\n' + r.tap())
         log(f'baseline written to {os.path.relpath(dest, TOP)}/')
     else:
         log('a partial test list: results/baseline/ left unchanged')
