@@ -17,24 +17,32 @@
 #   make bench          stage-2 fault benchmark, base against series
 #                       (ROUNDS=3, VCPUS="1 2 4"; results/bench/)
 #   make check          the harness's own unit tests
+#   make fresh-check    ./kvm-series test on a short subset in a new
+#                       minimal Debian 12 root (FRESH_TESTS, FRESH_MODES)
 #
 # Variables: TESTS="a b" (subset of tests), MODES="vhe nvhe protected",
 # BASE_VERSION (linux-source-6.1 version, default in harness/common.py),
 # BOOT_TIMEOUT (seconds for L1 to reach its test script, default 300).
 
 PY := python3 -m harness
-export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS
+export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS \
+	FRESH_MODES
 
 .PHONY: run test baseline deps tree export export-check check-series build \
-	package list check bench
+	package list check bench fresh-check
 
-test: check
+UNITTESTS := python3 -m unittest discover -s harness -p 'test_*.py' -t .
+
+# The packages first: some unit tests run the real QEMU.
+test:
+	@$(PY) deps
+	@$(UNITTESTS)
 	@$(PY) test
 
 run baseline package list bench:
 	@$(PY) $@
 
-deps export export-check check-series:
+deps export export-check check-series fresh-check:
 	@$(PY) $@
 
 tree:
@@ -44,4 +52,4 @@ build:
 	@$(PY) build
 
 check:
-	@python3 -m unittest discover -s harness -p 'test_*.py' -t .
+	@$(UNITTESTS)

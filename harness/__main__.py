@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from . import bench, deps, kbuild, series, tap, vm
+from . import bench, deps, fresh, guest, kbuild, series, tap, vm
 from .common import BASE_TREE, BUILD, OUT, RESULTS, TOP, TREE, Error, \
     Stage, log, print_timings, run
 
@@ -12,11 +12,32 @@ ALL_MODES = ['vhe', 'nvhe', 'protected']
 # The main job's guests: one that just runs (timer interrupts), one per
 # feature of the series that a guest can show.
 DEMO_TESTS = ['aarch64/arch_timer', 'aarch64/stage2_fault_stress_test_thp',
-              'aarch64/vfio_normal_nc_test']
+              'aarch64/vfio_normal_nc_test', 'guest']
 
 
-def prepare(base=False, flavour='host', keep_going=False):
-    """Tree, kernel Image, selftests and package for the series or base."""
+def show_guest(rundir):
+    """The L2 guest's first kernel lines and its QEMU, for make run."""
+    gdir = os.path.join(rundir, tap.GUEST_LOGS)
+    try:
+        with open(os.path.join(gdir, 'console.log'), 'rb') as f:
+            text = f.read().decode('utf-8', 'replace').replace('\r', '')
+        with open(os.path.join(gdir, 'qemu-cmdline')) as f:
+            cmdline = f.read().strip()
+    except OSError:
+        return
+    lines = text.split('guest: dmesg follows\n', 1)[-1].splitlines()
+    first = lines[:4] + [ln for ln in lines if 'smccc: KVM' in ln][:1]
+    print(f'    L2 guest, started in L1 by: {cmdline[:150]}...')
+    for ln in first:
+        print(f'      | {ln}')
+
+
+def prepare(base=False, flavour='host', keep_going=False, l2=True):
+    """Tree, kernel Image, selftests and package for the series or base.
+
+    With l2, also the guest kernel (in the package) and the arm64 QEMU
+    image for L1; without, the last value returned is None.
+    """
     deps.ensure()
     if base:
         tree = series.base_worktree()
@@ -28,12 +49,20 @@ def prepare(base=False, flavour='host', keep_going=False):
     out = os.path.join(OUT, label)
     image = kbuild.build_kernel(tree, out, flavour)
     selftests = kbuild.build_selftests(tree, out, keep_going=keep_going)
+    l2files = None
+    if l2:
+        l2files = (kbuild.build_kernel(tree, os.path.join(
+            OUT, 'base-guest' if base else 'guest'), 'guest'),
+            os.path.join(BUILD, 'guest-initramfs.cpio'))
     with Stage('test package and initramfs'):
+        if l2:
+            guest.make_guest_initramfs(l2files[1])
         package = vm.make_package(selftests,
                                   os.path.join(BUILD, 'pkg', label),
-                                  base=base)
+                                  base=base, guest=l2files)
         initramfs = vm.make_initramfs(os.path.join(BUILD, 'initramfs.cpio'))
-    return image, initramfs, package, label
+    return image, initramfs, package, label, guest.vmm_image() if l2 \
+        else None
 
 
 def parse_list(value, allowed=None, what='value'):
@@ -50,15 +79,18 @@ def run_modes(args, base=False):
     names = parse_list(args.tests)
     tests = vm.select(names)        # unknown names fail before any build
     modes = parse_list(args.modes, ALL_MODES, 'KVM mode') or ALL_MODES
-    image, initramfs, package, label = prepare(base=base,
-                                               keep_going=base)
+    image, initramfs, package, label, vmm = prepare(base=base,
+                                                    keep_going=base)
     if base:
         # Tests the series adds have no source in the base: leave them out
         # (the summary shows them as new) rather than record them failing
         # like a test that exists there but no longer builds.
-        absent = [t[0] for t in tests if not os.path.exists(os.path.join(
-            BASE_TREE, 'tools', 'testing', 'selftests', 'kvm',
-            t[2].split()[0] + '.c'))]
+        src = os.path.join(BASE_TREE, 'tools', 'testing', 'selftests',
+                           'kvm')
+        absent = [t[0] for t in tests
+                  if not t[2].startswith(vm.GUEST_DIR) and
+                  not os.path.exists(os.path.join(src,
+                                                  t[2].split()[0] + '.c'))]
         if absent:
             log('not in the base (added by the series), not run: ' +
                 ', '.join(absent))
@@ -69,7 +101,8 @@ def run_modes(args, base=False):
         with Stage(f'L1 host in {mode} mode: {len(tests)} tests'):
             rundir = os.path.join(BUILD, 'runs', label, mode)
             results.append(vm.boot(image, initramfs, package, mode,
-                                   [t[0] for t in tests], rundir, timeout))
+                                   [t[0] for t in tests], rundir, timeout,
+                                   vmm))
             with open(os.path.join(rundir, 'mode.tap'), 'w') as f:
                 f.write(results[-1].tap())
     return results, names
@@ -113,6 +146,7 @@ def cmd_run(args):
         print(f'  {r.mode}:')
         for ln in kvm[:8]:
             print(f'    {ln}')
+        show_guest(r.rundir)
         for name, status, detail in r.results:
             if name not in ('boot', 'kvm-init', 'kernel-log'):
                 print(f'    guest {name}: {status} {detail}')
@@ -128,7 +162,7 @@ def cmd_run(args):
 
 
 def cmd_package(args):
-    _, _, package, label = prepare()
+    _, _, package, label, _ = prepare()
     dest = os.path.join(BUILD, 'kvm-selftests-arm64.tar.gz')
     run(['tar', '-czf', dest, '-C', os.path.dirname(package),
          '--transform', f's,^{label},kvm-selftests-arm64,', label])
@@ -161,6 +195,8 @@ def main(argv):
                     default=int(os.environ.get('ROUNDS') or 3))
     bn.add_argument('--vcpus', default=os.environ.get('VCPUS') or '1 2 4')
     sub.add_parser('list', help='the known test names')
+    sub.add_parser('fresh-check', help='./kvm-series test in a new '
+                   'minimal Debian 12 root')
     args = p.parse_args(argv)
     try:
         if args.cmd == 'deps':
@@ -190,6 +226,9 @@ def main(argv):
                             'VCPUS="1 2 4"')
             return bench.run_bench(prepare, args.rounds,
                                    [int(v) for v in vcpus])
+        elif args.cmd == 'fresh-check':
+            deps.ensure()
+            return fresh.fresh_check()
         elif args.cmd == 'list':
             print('\n'.join(t[0] for t in vm.read_list()))
         else:

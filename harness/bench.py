@@ -126,9 +126,9 @@ def table(raw, the_cases, kernels):
 def run_bench(prepare, rounds, vcpus):
     the_cases = cases(vcpus)
     # the base's own selftests are not used; some do not build there
-    b_image, initramfs, _, _ = prepare(base=True, flavour='perf',
-                                       keep_going=True)
-    s_image, _, _, _ = prepare(base=False, flavour='perf')
+    b_image, initramfs, _, _, _ = prepare(base=True, flavour='perf',
+                                          keep_going=True, l2=False)
+    s_image, _, _, _, _ = prepare(base=False, flavour='perf', l2=False)
     selftests = os.path.join(OUT, 'perf', 'kselftest', 'kvm')
     listfile = os.path.join(BUILD, 'bench.list')
     write_list(listfile, the_cases)

@@ -1,17 +1,24 @@
 """Debian packages the harness needs, installed through apt."""
 
 import os
+import re
 import subprocess
 
 from .common import (BASE_PACKAGE, BASE_TARBALL, BASE_VERSION, BUILD, Error,
                      log, run)
 
-# Build machine packages (amd64 or arm64 alike).
+# Build machine packages (amd64 or arm64 alike).  Each one is here because
+# the harness runs something from it; nothing is assumed to be on the
+# machine already (a fresh Debian 12 install has no compiler, and
+# --no-install-recommends keeps Recommends such as ipxe-qemu out).
 PACKAGES = [
+    'gcc', 'libc6-dev',                 # HOSTCC for kbuild's own tools
     'gcc-aarch64-linux-gnu', 'libc6-dev-arm64-cross', 'ccache', 'make',
     'bc', 'bison', 'flex', 'libssl-dev', 'libelf-dev', 'cpio', 'kmod',
     'rsync', 'perl', 'python3', 'xz-utils', 'e2fsprogs', 'git',
     'qemu-system-arm', 'sparse',
+    'strace',       # make check: which files the L1 QEMU opens
+    'mmdebstrap',   # make fresh-check: a minimal Debian 12 root
 ]
 # arm64 packages unpacked (never run on the build machine) into images.
 ARM64_PACKAGES = ['busybox-static']
@@ -106,3 +113,60 @@ def arm64_package(pkg):
     run(['dpkg-deb', '-x', os.path.join(dl, debs[-1]), dest])
     open(stamp, 'w').close()
     return dest
+
+
+def dependency_closure(pkgs):
+    """The installed packages that pkgs pull in through Depends/Pre-Depends.
+
+    Every alternative of an "a | b" dependency and every provider of a
+    virtual package counts, so the set may be larger than what apt chose,
+    never smaller.  Recommends and Suggests do not count: the harness
+    installs with --no-install-recommends.
+    """
+    res = subprocess.run(
+        ['dpkg-query', '-W', '-f=${Package}\t${Status}\t${Depends}, '
+         '${Pre-Depends}\t${Provides}\n'], capture_output=True, text=True)
+    deps, providers = {}, {}
+    for line in res.stdout.splitlines():
+        name, status, dep, prov = (line.split('\t') + [''] * 4)[:4]
+        if not status.endswith(' installed'):
+            continue
+        deps[name] = [re.sub(r'[\s(:].*', '', alt.strip())
+                      for group in dep.split(',') for alt in group.split('|')
+                      if alt.strip()]
+        for p in prov.split(','):
+            if p.strip():
+                providers.setdefault(re.sub(r'[\s(:].*', '', p.strip()),
+                                     []).append(name)
+    seen, todo = set(), list(pkgs)
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        todo += deps.get(p, []) + providers.get(p, [])
+    return seen
+
+
+def owners(paths):
+    """{path: package} for the paths a Debian package installed.
+
+    With merged /usr a file opened as /usr/lib/x may be registered as
+    /lib/x (or the other way round): both spellings are asked.
+    """
+    ask = {}
+    for path in paths:
+        ask[path] = path
+        m = re.match(r'^/usr(/(?:lib|lib64|bin|sbin)/.*)$', path)
+        if m:
+            ask[m.group(1)] = path
+        elif re.match(r'^/(?:lib|lib64|bin|sbin)/', path):
+            ask['/usr' + path] = path
+    res = subprocess.run(['dpkg-query', '-S'] + sorted(ask),
+                         capture_output=True, text=True)
+    found = {}
+    for line in res.stdout.splitlines():
+        pkgs, _, path = line.partition(': ')
+        if path in ask and ', ' not in pkgs:
+            found[ask[path]] = pkgs.split(':')[0]
+    return found

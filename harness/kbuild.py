@@ -10,6 +10,7 @@ from .common import CONFIGS, CROSS, JOBS, Error, Stage, log, run
 FLAVOURS = {
     'host': ['base.config', 'host.config', 'debug.config'],
     'perf': ['base.config', 'host.config'],
+    'guest': ['base.config', 'guest.config'],     # the L2 Linux guest
 }
 
 

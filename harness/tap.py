@@ -81,6 +81,35 @@ class ModeResult:
         return '\n'.join(lines) + '\n'
 
 
+GUEST = 'guest'                 # the test list's L2 guest entry
+GUEST_LOGS = os.path.join('logs', 'guest')
+
+
+def expand_guest(tests, rundir):
+    """The L2 guest's entry replaced by one result per guest check.
+
+    run-guest.sh writes logs/guest/checks.tap; each line becomes
+    guest/<check>.  Paths in it are L1's (/results/...): they are given
+    as this machine's.  If the entry failed with no failing check (the
+    runner's own timeout, say), the entry's failure is kept.
+    """
+    out = []
+    for name, status, detail in tests:
+        if name != GUEST:
+            out.append((name, status, detail))
+            continue
+        gdir = os.path.join(rundir, GUEST_LOGS)
+        checks = [(f'{GUEST}/{n}', st,
+                   d.replace('/results/', os.path.relpath(rundir, TOP) + '/'))
+                  for n, st, d in parse(_read(os.path.join(gdir,
+                                                           'checks.tap')))]
+        out += checks
+        if status == 'fail' and all(st != 'fail' for _, st, _ in checks):
+            out.append((name, status, detail + '; see ' + os.path.relpath(
+                os.path.join(gdir, 'console.log'), TOP)))
+    return out
+
+
 def mode_result(mode, rundir, expect, killed, took, init_time):
     console = _read(os.path.join(rundir, 'console.log'))
     rel = os.path.relpath(os.path.join(rundir, 'console.log'), TOP)
@@ -99,7 +128,7 @@ def mode_result(mode, rundir, expect, killed, took, init_time):
     tests = [r for r in parse(_read(os.path.join(rundir, 'results.tap')))
              if r[0] != 'kernel-log']
     seen = {r[0] for r in tests}
-    results += tests
+    results += expand_guest(tests, rundir)
     for name in req:
         if name not in seen and init_time is not None:
             results.append((name, 'fail', 'no result: ' +
@@ -107,8 +136,12 @@ def mode_result(mode, rundir, expect, killed, took, init_time):
                             f'; see {rel}'))
     if not req and init_time is not None and not tests:
         results.append(('runner', 'fail', f'no test results; see {rel}'))
+    # Both levels: L1's console and dmesg, the L2 guest's console (which
+    # ends with the guest's dmesg).
     splats = find_splats(console + '\n' +
-                         _read(os.path.join(rundir, 'dmesg.txt')))
+                         _read(os.path.join(rundir, 'dmesg.txt')) + '\n' +
+                         _read(os.path.join(rundir, GUEST_LOGS,
+                                            'console.log')))
     if splats:
         uniq = list(dict.fromkeys(splats))
         results.append(('kernel-log', 'fail', f'{len(uniq)} splat line(s), '

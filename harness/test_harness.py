@@ -1,11 +1,17 @@
 """Unit tests for the harness (make check); no kernel or QEMU needed."""
 
+import json
 import os
+import re
+import shutil
+import socket
+import subprocess
 import tempfile
+import time
 import unittest
 from unittest import mock
 
-from harness import common, kbuild, series, tap, vm
+from harness import common, deps, guest, kbuild, series, tap, vm
 
 
 class TapTest(unittest.TestCase):
@@ -118,6 +124,223 @@ class BootTest(unittest.TestCase):
         args, how = self._accel_with('exit 0\n', kvm_usable=False)
         self.assertEqual(args[:2], ['-accel', 'tcg,thread=multi'])
         self.assertIn('no /dev/kvm', how)
+
+
+def qemu_opened_files(cmd, d):
+    """Start cmd (a QEMU command line) paused, quit it; the files it opened.
+
+    QEMU runs under strace with -S and a QMP socket: when QMP greets, every
+    device is realized (a missing option ROM has already failed the start),
+    so nothing of the guest ever runs.  Returns (exit status, output,
+    [paths opened successfully]).
+    """
+    qmp = os.path.join(d, 'qmp.sock')
+    trace = os.path.join(d, 'strace.txt')
+    proc = subprocess.Popen(
+        ['strace', '-f', '-qq', '-e', 'trace=open,openat', '-o', trace] +
+        cmd + ['-S', '-qmp', f'unix:{qmp},server=on,wait=off'],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(qmp)
+                f = s.makefile('rw')
+                f.readline()                                # greeting
+                for c in ('qmp_capabilities', 'quit'):
+                    f.write(json.dumps({'execute': c}) + '\n')
+                    f.flush()
+                    f.readline()
+            break
+        except OSError:
+            time.sleep(0.2)
+    try:
+        out = proc.communicate(timeout=30)[0].decode(errors='replace')
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0].decode(errors='replace')
+    opened = set()
+    with open(trace) as f:
+        for line in f:
+            m = re.search(r'open(?:at)?\((?:[^,]+, )?"([^"]+)".*\) = \d+',
+                          line)
+            if m and re.match(r'/(usr|lib|lib64|bin|sbin|etc)/', m.group(1)):
+                opened.add(os.path.normpath(m.group(1)))
+    return proc.returncode, out, sorted(opened)
+
+
+class L1CommandTest(unittest.TestCase):
+    """The L1 QEMU needs nothing beyond the harness's package list."""
+
+    @staticmethod
+    def _command(d, drop=()):
+        for f in ('Image', 'initrd', 'vmm.ext4'):
+            with open(os.path.join(d, f), 'wb') as fh:
+                fh.truncate(1 << 20)
+        cmd = vm.l1_command(os.path.join(d, 'Image'),
+                            os.path.join(d, 'initrd'), d, d,
+                            vmm=os.path.join(d, 'vmm.ext4'))
+        for opt in drop:                    # drop an option and its value
+            i = cmd.index(opt[0])
+            del cmd[i:i + len(opt)]
+        return cmd
+
+    def test_no_default_devices(self):
+        with tempfile.TemporaryDirectory() as d:
+            cmd = self._command(d)
+        self.assertIn('-nodefaults', cmd)
+        self.assertIn('none', cmd[cmd.index('-nic') + 1])
+
+    def unlisted(self, drop=()):
+        """Why the L1 command line needs more than PACKAGES, or None."""
+        missing = [t for t in ('qemu-system-aarch64', 'strace')
+                   if not shutil.which(t)]
+        if missing:
+            self.skipTest(f'{", ".join(missing)} not installed: run make '
+                          'deps (make test does it before these tests)')
+        with tempfile.TemporaryDirectory() as d:
+            rc, out, opened = qemu_opened_files(self._command(d, drop), d)
+        if rc != 0:
+            return f'QEMU exited {rc}: {out.strip()}'
+        allowed = deps.dependency_closure(deps.PACKAGES)
+        owner = deps.owners(opened)
+        extra = sorted(f'{owner[p]} ({p})' for p in owner
+                       if owner[p] not in allowed)
+        return ('files from packages not in harness/deps.py PACKAGES nor '
+                'their dependencies: ' + ', '.join(extra)) if extra else None
+
+    def test_l1_files_come_from_listed_packages(self):
+        problem = self.unlisted()
+        self.assertIsNone(problem, problem)
+
+    def test_default_nic_is_caught(self):
+        # The check above must be able to fail: QEMU's default NIC wants
+        # efi-virtio.rom, from ipxe-qemu, a package the list leaves out
+        # (missing: QEMU fails to start; installed: an unlisted package).
+        problem = self.unlisted(drop=[('-nodefaults',), ('-nic', 'none')])
+        self.assertIsNotNone(problem)
+        self.assertIn('efi-virtio.rom', problem)
+
+
+class GuestTest(unittest.TestCase):
+    """tests/run-guest.sh with a stand-in QEMU, and its results in L0."""
+
+    RUN_GUEST = os.path.join(common.TOP, 'tests', 'run-guest.sh')
+
+    def run_guest(self, qemu_script, timeout=20):
+        """Run run-guest.sh with a fake QEMU; (exit, checks.tap, outdir)."""
+        d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d)
+        gdir = os.path.join(d, 'pkg')
+        os.makedirs(gdir)
+        for src, name in ((self.RUN_GUEST, 'run-guest.sh'),
+                          (vm.GUEST_INIT, 'guest-init.sh')):
+            shutil.copy2(src, os.path.join(gdir, name))
+        for name in ('Image', 'initramfs.cpio'):
+            open(os.path.join(gdir, name), 'w').close()
+        path = BootTest._fake_qemu(d, qemu_script)
+        env = dict(os.environ, PATH=path)
+        env.pop('VMM_ROOT', None)
+        out = os.path.join(d, 'out')
+        res = subprocess.run([os.path.join(gdir, 'run-guest.sh'), '-o', out,
+                              '-t', str(timeout)], env=env,
+                             capture_output=True, text=True, timeout=60)
+        with open(os.path.join(out, 'checks.tap')) as f:
+            return res.returncode, f.read(), out
+
+    # The stand-in writes to the file of "-chardev file,...,path=X".
+    CONSOLE = 'for a; do case $a in *path=*) con=${a##*path=};; esac; done\n'
+
+    def test_checks_match_functions(self):
+        with open(vm.GUEST_INIT) as f:
+            text = f.read()
+        for c in guest.checks():
+            self.assertIn(f'check_{c.replace("-", "_")}() {{', text)
+
+    def test_all_checks_and_poweroff(self):
+        lines = ''.join(f'ok {i} {c} # fine\r\n'
+                        for i, c in enumerate(guest.checks(), 1))
+        rc, text, _ = self.run_guest(
+            self.CONSOLE + f'printf "{lines}guest: dmesg ends\\r\\n" '
+            '>"$con"\n')
+        self.assertEqual(rc, 0, text)
+        got = tap.parse(text)
+        self.assertEqual([n for n, _, _ in got], guest.checks() +
+                         ['poweroff'])
+        self.assertTrue(all(st == 'ok' for _, st, _ in got))
+
+    def test_hung_guest_is_killed(self):
+        rc, text, out = self.run_guest(
+            self.CONSOLE + 'echo "ok 1 boot # x" >"$con"\nexec sleep 60\n',
+            timeout=2)
+        self.assertEqual(rc, 1)
+        st = {n: (s, d) for n, s, d in tap.parse(text)}
+        self.assertEqual(st['boot'][0], 'ok')
+        self.assertEqual(st['cpus'][0], 'fail')
+        self.assertIn('no result from the guest', st['cpus'][1])
+        self.assertIn(os.path.join(out, 'console.log'), st['cpus'][1])
+        self.assertEqual(st['poweroff'][0], 'fail')
+        self.assertIn('timeout', st['poweroff'][1])
+
+    def test_failed_check_fails(self):
+        rc, text, _ = self.run_guest(
+            self.CONSOLE + 'printf "ok 1 boot\\nnot ok 2 cpus # online: 0'
+            '\\nguest: dmesg ends\\n" >"$con"\n')
+        self.assertEqual(rc, 1)
+        st = {n: s for n, s, _ in tap.parse(text)}
+        self.assertEqual((st['boot'], st['cpus'], st['poweroff']),
+                         ('ok', 'fail', 'ok'))
+
+    def test_l2_command_needs_only_the_vmm_packages(self):
+        # The guest's QEMU runs from an arm64 root holding only
+        # guest.VMM_PACKAGES and their dependencies: its command line must
+        # not need anything else (no default NIC's option ROM).  Checked
+        # with this machine's QEMU, TCG instead of KVM.
+        if not (shutil.which('qemu-system-aarch64') and
+                shutil.which('strace')):
+            self.skipTest('qemu-system-aarch64 or strace not installed: run '
+                          'make deps (make test does it before these tests)')
+        rc, _, out = self.run_guest(
+            self.CONSOLE + 'for a; do echo "$a"; done >"${con%/*}/args"\n')
+        with open(os.path.join(out, 'args')) as f:
+            args = f.read().splitlines()
+        swap = {'kvm': 'tcg', 'host': 'max'}
+        args = [swap.get(a, a) for a in args]
+        with tempfile.TemporaryDirectory() as d:
+            qrc, qout, opened = qemu_opened_files(
+                ['qemu-system-aarch64'] + args, d)
+        self.assertEqual(qrc, 0, qout)
+        allowed = deps.dependency_closure(guest.VMM_PACKAGES)
+        extra = sorted(f'{p} ({f})' for f, p in deps.owners(opened).items()
+                       if p not in allowed)
+        self.assertEqual(extra, [])
+
+    def test_expanded_in_mode_result(self):
+        with tempfile.TemporaryDirectory() as d:
+            os.makedirs(os.path.join(d, tap.GUEST_LOGS))
+            files = {
+                'console.log': '[ 1.0] kvm [1]: VHE mode initialized '
+                               'successfully\n',
+                'request': 'a guest\n',
+                'results.tap': 'ok 1 a\nnot ok 2 guest # exit 1\n',
+                os.path.join(tap.GUEST_LOGS, 'checks.tap'):
+                    'ok 1 boot\nnot ok 2 cpus # see /results/logs/guest/'
+                    'console.log\n',
+                os.path.join(tap.GUEST_LOGS, 'console.log'):
+                    '[    2.5] BUG: sleeping function called from invalid '
+                    'context at x.c:1\n'}
+            for name, text in files.items():
+                with open(os.path.join(d, name), 'w') as f:
+                    f.write(text)
+            r = tap.mode_result('vhe', d, 'VHE mode', None, 5, 1.0)
+        st = {n: s for n, s, _ in r.results}
+        self.assertEqual(st['guest/boot'], 'ok')
+        self.assertEqual(st['guest/cpus'], 'fail')
+        self.assertNotIn('guest', st)       # a check failed: that says it
+        self.assertNotIn('/results/',
+                         {n: dd for n, _, dd in r.results}['guest/cpus'])
+        self.assertEqual(st['kernel-log'], 'fail')   # the guest's splat
 
 
 class ListTest(unittest.TestCase):

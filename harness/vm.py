@@ -14,6 +14,8 @@ TESTS = os.path.join(TOP, 'tests')
 LIST = os.path.join(TESTS, 'kvm-selftests.list')
 RUNNER = os.path.join(TESTS, 'run-kvm-selftests.sh')
 PATTERNS = os.path.join(TESTS, 'splat-patterns')
+RUN_GUEST = os.path.join(TESTS, 'run-guest.sh')
+GUEST_INIT = os.path.join(TESTS, 'guest-init.sh')
 
 MODES = {
     # name: (kernel command line, what KVM prints when it is up)
@@ -85,10 +87,15 @@ def select(names):
     return [t for t in tests if not names or t[0] in names]
 
 
-def make_package(selftests, dest, listfile=LIST, base=False):
+GUEST_DIR = 'guest/'      # list entries run from here are not selftests
+
+
+def make_package(selftests, dest, listfile=LIST, base=False, guest=None):
     """Runner, list, patterns and static binaries, as one directory.
 
     With base=True the list carries the base's commands (see read_list).
+    guest, (kernel Image, initramfs), goes to kvm/guest/ with the script
+    that starts it (tests/run-guest.sh) and the guest's /init.
     """
     kdir = os.path.join(dest, 'kvm')
     shutil.rmtree(dest, ignore_errors=True)
@@ -102,6 +109,14 @@ def make_package(selftests, dest, listfile=LIST, base=False):
                     ''.join(f'{n} {t} {c}\n' for n, t, c in tests))
     else:
         shutil.copy2(listfile, os.path.join(dest, os.path.basename(LIST)))
+    if guest:
+        gdir = os.path.join(kdir, GUEST_DIR)
+        os.makedirs(gdir)
+        for src, name in ((RUN_GUEST, 'run-guest.sh'),
+                          (GUEST_INIT, 'guest-init.sh'),
+                          (guest[0], 'Image'),
+                          (guest[1], 'initramfs.cpio')):
+            shutil.copy2(src, os.path.join(gdir, name))
     for _, _, cmd in tests:
         binary = cmd.split()[0]
         src = os.path.join(selftests, binary)
@@ -123,6 +138,10 @@ mount -t tmpfs tmp /tmp
 mkdir -p /tests /results
 mount -t 9p -o trans=virtio,version=9p2000.L,ro tests /tests
 mount -t 9p -o trans=virtio,version=9p2000.L results /results
+# The arm64 QEMU for L2 guests, on a read-only virtio disk (tests/run-guest.sh)
+if [ -b /dev/vda ]; then
+	mkdir -p /vmm && mount -t ext4 -o ro /dev/vda /vmm && export VMM_ROOT=/vmm
+fi
 echo "@INIT_MARK@ ($(uname -r))"
 ls -l /dev/kvm
 set -- $(cat /results/request 2>/dev/null)
@@ -134,8 +153,16 @@ poweroff -f
 '''
 
 
-def make_initramfs(dest):
-    """A busybox initramfs whose /init runs the request on /results."""
+L1_APPLETS = (
+    'sh', 'mount', 'umount', 'ls', 'cat', 'echo', 'dmesg', 'poweroff',
+    'sync', 'uname', 'tee', 'mkdir', 'grep', 'awk', 'sed', 'cut', 'tr',
+    'tail', 'wc', 'date', 'timeout', 'dirname', 'basename', 'sleep', 'cp',
+    'rm', 'env', 'free', 'ps', 'head', 'sort', 'true', 'false', 'test', '[',
+    'pwd', 'cmp', 'diff', 'find', 'xargs', 'nproc', 'chroot', 'kill')
+
+
+def busybox_initramfs(dest, init_text, applets):
+    """An initramfs cpio: static arm64 busybox, its applets, /init."""
     bb = os.path.join(deps.arm64_package('busybox-static'), 'bin', 'busybox')
     root = dest + '.d'
     shutil.rmtree(root, ignore_errors=True)
@@ -143,16 +170,10 @@ def make_initramfs(dest):
         os.makedirs(os.path.join(root, d))
     shutil.copy2(bb, os.path.join(root, 'bin', 'busybox'))
     with open(os.path.join(root, 'init'), 'w') as f:
-        f.write(INIT.replace('@INIT_MARK@', INIT_MARK)
-                .replace('@DONE_MARK@', DONE_MARK))
+        f.write(init_text)
     os.chmod(os.path.join(root, 'init'), 0o755)
     # busybox --install needs to run on arm64; make the links here instead.
-    for applet in ('sh', 'mount', 'ls', 'cat', 'echo', 'dmesg', 'poweroff',
-                   'sync', 'uname', 'tee', 'mkdir', 'grep', 'awk', 'sed', 'cut',
-                   'tr', 'tail', 'wc', 'date', 'timeout', 'dirname',
-                   'basename', 'sleep', 'cp', 'rm', 'env', 'free', 'ps',
-                   'head', 'sort', 'true', 'false', 'test', '[', 'pwd',
-                   'cmp', 'diff', 'find', 'xargs', 'nproc'):
+    for applet in applets:
         os.symlink('busybox', os.path.join(root, 'bin', applet))
     with open(dest, 'wb') as out:
         find = subprocess.Popen(['find', '.', '-print0'], cwd=root,
@@ -163,6 +184,12 @@ def make_initramfs(dest):
         find.wait()
     shutil.rmtree(root)
     return dest
+
+
+def make_initramfs(dest):
+    """The L1 initramfs: /init runs the request found on /results."""
+    return busybox_initramfs(dest, INIT.replace('@INIT_MARK@', INIT_MARK)
+                             .replace('@DONE_MARK@', DONE_MARK), L1_APPLETS)
 
 
 def accel():
@@ -186,7 +213,40 @@ def accel():
     return tcg, 'TCG (no nested virtualization in the host KVM)'
 
 
-def boot(image, initramfs, package, mode, names, rundir, timeout):
+def l1_command(image, initramfs, package, rundir, extra='', acc=None,
+               vmm=None):
+    """The qemu-system-aarch64 command line that boots the L1 host.
+
+    It asks for exactly the devices L1 uses: -nodefaults and -nic none
+    drop QEMU's default NIC (whose option ROM, efi-virtio.rom, comes from
+    ipxe-qemu, a package the harness does not install) and every other
+    default device.  The console is the PL011 on stdio; files travel over
+    two virtio-9p shares; vmm, an ext4 image holding the arm64 QEMU that
+    starts L2 guests, is a read-only virtio disk.
+    """
+    if acc is None:
+        acc = ['-accel', 'tcg,thread=multi', '-cpu', 'max']
+    append = ' '.join(filter(None, [
+        'console=ttyAMA0', 'panic=-1', 'log_buf_len=16M', 'rdinit=/init',
+        'transparent_hugepage=madvise', extra]))
+    # pci-testdev: a PCI device with a 4K memory BAR 0 and no driver in
+    # L1, for the VFIO (no-IOMMU) Normal-NC test to assign.
+    return ['qemu-system-aarch64',
+            '-M', 'virt,virtualization=on,gic-version=3',
+            '-smp', '2', '-m', '4G', '-nodefaults', '-nic', 'none',
+            '-device', 'pci-testdev'] + acc + [
+        '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
+        '-no-reboot', '-kernel', image, '-initrd', initramfs,
+        '-append', append,
+        '-virtfs', f'local,path={package},mount_tag=tests,'
+                   'security_model=none,readonly=on',
+        '-virtfs', f'local,path={rundir},mount_tag=results,'
+                   'security_model=none'] + ([
+        '-drive', f'file={vmm},if=none,format=raw,readonly=on,id=vmm',
+        '-device', 'virtio-blk-pci,drive=vmm'] if vmm else [])
+
+
+def boot(image, initramfs, package, mode, names, rundir, timeout, vmm=None):
     """Boot the L1 host in a KVM mode and run the named tests.
 
     Returns a tap.ModeResult.  Keeps console.log, results.tap, dmesg.txt and
@@ -198,20 +258,7 @@ def boot(image, initramfs, package, mode, names, rundir, timeout):
         f.write(' '.join(names) + '\n')
     extra, expect = MODES[mode]
     acc, how = accel()
-    append = ' '.join(filter(None, [
-        'console=ttyAMA0', 'panic=-1', 'log_buf_len=16M', 'rdinit=/init',
-        'transparent_hugepage=madvise', extra]))
-    # pci-testdev: a PCI device with a 4K memory BAR 0 and no driver in
-    # L1, for the VFIO (no-IOMMU) Normal-NC test to assign.
-    cmd = ['qemu-system-aarch64', '-M', 'virt,virtualization=on,gic-version=3',
-           '-smp', '2', '-m', '4G', '-device', 'pci-testdev'] + acc + [
-        '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
-        '-no-reboot', '-kernel', image, '-initrd', initramfs,
-        '-append', append,
-        '-virtfs', f'local,path={package},mount_tag=tests,'
-                   'security_model=none,readonly=on',
-        '-virtfs', f'local,path={rundir},mount_tag=results,'
-                   'security_model=none']
+    cmd = l1_command(image, initramfs, package, rundir, extra, acc, vmm)
     console = os.path.join(rundir, 'console.log')
     log(f'boot {mode} ({how}); console: {os.path.relpath(console, TOP)}')
     with open(os.path.join(rundir, 'qemu-cmdline'), 'w') as f:

@@ -65,6 +65,9 @@ else
 fi
 
 mkdir -p "$logdir" || exit 2
+logdir=$(cd "$logdir" && pwd)
+# Tests that keep files of their own (run-guest.sh) put them under here.
+export KVM_SELFTEST_LOGDIR="$logdir"
 pats=$logdir/.splat-patterns
 grep -v '^#' "$patterns" | grep . >"$pats" || exit 2
 # shellcheck disable=SC2086 # word count of a list of names

@@ -1,0 +1,93 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# /init of the L2 guest (a Linux guest under stock QEMU/KVM): run the
+# guest checks, print them in TAP on the console, print dmesg between
+# markers for the host side's splat check, power off.
+#
+# run-guest.sh reads CHECKS to know which results to expect: each name
+# has a function check_<name> (dashes as underscores) that prints a
+# detail and returns 0 for a pass.
+CHECKS="boot cpus kvm-services cpu-hotplug vtimer"
+export PATH=/bin:/sbin
+
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug
+
+check_boot() {
+	echo "$(uname -r), /init at $(cut -d' ' -f1 /proc/uptime)s"
+}
+
+check_cpus() {
+	online=$(cat /sys/devices/system/cpu/online)
+	echo "online: $online"
+	[ "$online" = 0-1 ]
+}
+
+check_kvm_services() {
+	line=$(dmesg | grep -m1 'smccc: KVM: hypervisor services detected')
+	echo "${line:-no \"KVM: hypervisor services detected\" in dmesg}"
+	[ -n "$line" ]
+}
+
+cpu1_state() {
+	echo "cpu1/online=$(cat /sys/devices/system/cpu/cpu1/online)," \
+	     "online=$(cat /sys/devices/system/cpu/online)"
+}
+
+# PSCI CPU_OFF when cpu1 goes offline, CPU_ON when it comes back.
+check_cpu_hotplug() {
+	[ -w /sys/devices/system/cpu/cpu1/online ] || {
+		echo "cpu1 cannot be taken offline (no CONFIG_HOTPLUG_CPU?)"
+		return 1
+	}
+	echo 0 >/sys/devices/system/cpu/cpu1/online || return 1
+	off=$(cpu1_state)
+	echo 1 >/sys/devices/system/cpu/cpu1/online || return 1
+	on=$(cpu1_state)
+	echo "off: $off; on: $on"
+	[ "$off" = "cpu1/online=0, online=0" ] &&
+		[ "$on" = "cpu1/online=1, online=0-1" ]
+}
+
+timer_irqs() {
+	awk '/arch_timer/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; else break }
+	     END { print n + 0 }' /proc/interrupts
+}
+
+# The virtual timer ticks: its interrupt count grows across a sleep, and
+# the sleep lasts about as long as asked.
+check_vtimer() {
+	i0=$(timer_irqs)
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	sleep 1
+	i1=$(timer_irqs)
+	t1=$(cut -d' ' -f1 /proc/uptime)
+	echo "arch_timer interrupts $i0 -> $i1 over ${t0}s -> ${t1}s"
+	[ "$i1" -gt "$i0" ] &&
+		awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(b - a >= 0.9) }'
+}
+
+echo "guest: init reached"
+echo "TAP version 13"
+# shellcheck disable=SC2086 # a list of names
+set -- $CHECKS
+echo "1..$#"
+n=0
+for c in $CHECKS; do
+	n=$((n + 1))
+	out=$("check_$(echo "$c" | tr - _)" 2>&1)
+	rc=$?
+	out=$(echo "$out" | tr '\n' ' ' | cut -c1-200)
+	if [ $rc -eq 0 ]; then
+		echo "ok $n $c # $out"
+	else
+		echo "not ok $n $c # $out"
+	fi
+done
+echo "guest: dmesg follows"
+dmesg
+echo "guest: dmesg ends"
+sync
+poweroff -f
