@@ -14,8 +14,10 @@
 #   make build          kernel Image and selftests only
 #   make package        static selftests + runner for a real arm64 host
 #   make list           the known test names
-#   make bench          stage-2 fault benchmark, base against series
-#                       (ROUNDS=3, VCPUS="1 2 4"; results/bench/)
+#   make bench          stage-2 fault benchmark, base against series:
+#                       times and kvm->mmu_lock contention (ROUNDS=3,
+#                       VCPUS="1 2 4", SMP=2 L1 CPUs, BENCH_PARTS="time
+#                       lockstat"; results/bench/)
 #   make check          the harness's own unit tests
 #   make fresh-check    ./kvm-series test on a short subset in a new
 #                       minimal Debian 12 root (FRESH_TESTS, FRESH_MODES)
@@ -26,7 +28,7 @@
 
 PY := python3 -m harness
 export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS \
-	FRESH_MODES
+	FRESH_MODES SMP BENCH_PARTS
 
 .PHONY: run test baseline deps tree export export-check check-series build \
 	package list check bench fresh-check

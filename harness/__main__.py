@@ -219,13 +219,20 @@ def main(argv):
             kbuild.build_selftests(TREE, os.path.join(OUT, args.flavour))
         elif args.cmd == 'bench':
             vcpus = parse_list(args.vcpus)
+            parts = parse_list(os.environ.get('BENCH_PARTS') or
+                               'time lockstat', ['time', 'lockstat'],
+                               'BENCH_PARTS part')
+            smp = os.environ.get('SMP') or '2'
             if args.rounds < 1 or not vcpus or not all(
                     v.isdigit() and 0 < int(v) <= 16 for v in vcpus):
                 raise Error('bench: ROUNDS must be at least 1 and VCPUS a '
                             'list of vCPU counts from 1 to 16, e.g. '
                             'VCPUS="1 2 4"')
+            if not smp.isdigit() or not 0 < int(smp) <= 16:
+                raise Error(f'bench: SMP={smp}: the L1 host\'s CPU count, '
+                            'from 1 to 16')
             return bench.run_bench(prepare, args.rounds,
-                                   [int(v) for v in vcpus])
+                                   [int(v) for v in vcpus], int(smp), parts)
         elif args.cmd == 'fresh-check':
             deps.ensure()
             return fresh.fresh_check()

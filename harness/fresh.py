@@ -20,9 +20,11 @@ FRESH = os.path.join(BUILD, 'fresh')
 MINBASE = os.path.join(FRESH, 'debian12-minbase.tar')
 ROOT = os.path.join(FRESH, 'root')
 SUITE = 'bookworm'
-# One mode and three tests: a boot, KVM up, a guest with interrupts, a
-# stage-2 test of the series, and the kernel-log check.
-DEFAULT_TESTS = 'aarch64/arch_timer aarch64/stage2_fault_stress_test_thp'
+# One mode, three entries: a selftest guest with interrupts, a stage-2
+# test of the series, and the L2 Linux guest under the arm64 QEMU (which
+# needs its own packages); with them the boot, KVM and kernel-log checks.
+DEFAULT_TESTS = ('aarch64/arch_timer aarch64/stage2_fault_stress_test_thp '
+                 'guest')
 DEFAULT_MODES = 'nvhe'
 
 

@@ -11,6 +11,7 @@ FLAVOURS = {
     'host': ['base.config', 'host.config', 'debug.config'],
     'perf': ['base.config', 'host.config'],
     'guest': ['base.config', 'guest.config'],     # the L2 Linux guest
+    'lockstat': ['base.config', 'host.config', 'lockstat.config'],
 }
 
 

@@ -293,8 +293,39 @@ def export_check():
     log('patches/ matches build/linux')
 
 
+def added_files(patch):
+    """Paths a patch file creates (new or renamed-to)."""
+    added, prev = [], ''
+    with open(patch, errors='replace') as f:
+        for line in f:
+            if line.startswith('+++ b/') and prev.startswith('--- /dev/null'):
+                added.append(line[6:].strip())
+            elif line.startswith('rename to '):
+                added.append(line[10:].strip())
+            prev = line
+    return added
+
+
+def maintainer_sections(path):
+    """MAINTAINERS sections get_maintainer.pl names for path, less THE REST."""
+    res = run(['perl', 'scripts/get_maintainer.pl', '--no-git',
+               '--no-git-fallback', '--sections', '-f', path], cwd=TREE,
+              capture=True, check=False, quiet=True)
+    if res.returncode != 0:
+        return []
+    return [ln.strip() for ln in res.stdout.splitlines()
+            if ln.strip() and not re.match(r'^[A-Z]:\t', ln) and
+            ln.strip() != 'THE REST']
+
+
 def checkpatch(files):
-    """checkpatch --strict on each non-cover patch; return failures."""
+    """checkpatch --strict on each non-cover patch; return failures.
+
+    Every message fails the patch but one: "added, moved or deleted
+    file(s), does MAINTAINERS need updating?" (FILE_PATH_CHANGES), which
+    is answered when get_maintainer.pl names an existing MAINTAINERS
+    section, other than THE REST, for every file the patch adds.
+    """
     bad = []
     cp = os.path.join(TREE, 'scripts', 'checkpatch.pl')
     for p in files:
@@ -306,6 +337,17 @@ def checkpatch(files):
                    '--show-types', p], cwd=TREE, capture=True, check=False,
                   quiet=True)
         rel = os.path.relpath(p, PATCHES)
+        types = set(re.findall(r'(?:ERROR|WARNING|CHECK):(\w+):', res.stdout))
+        if res.returncode != 0 and types == {'FILE_PATH_CHANGES'}:
+            cover = {f: maintainer_sections(f) for f in added_files(p)}
+            orphans = [f for f, secs in cover.items() if not secs]
+            if not orphans:
+                log(f'checkpatch: {rel}: ok (MAINTAINERS already covers ' +
+                    '; '.join(f'{f}: {secs[0]}' for f, secs in
+                              cover.items()) + ')')
+                continue
+            res.stdout += ('\nno MAINTAINERS section but THE REST covers: ' +
+                           ', '.join(orphans) + ' (add an entry for them)')
         if res.returncode != 0:
             bad.append(rel)
             log(f'checkpatch: {rel}: FAIL\n{res.stdout.strip()}')

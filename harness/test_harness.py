@@ -343,6 +343,46 @@ class GuestTest(unittest.TestCase):
         self.assertEqual(st['kernel-log'], 'fail')   # the guest's splat
 
 
+class CheckpatchMaintainersTest(unittest.TestCase):
+    """checkpatch's MAINTAINERS question, answered by get_maintainer.pl."""
+
+    PATCH = ('Subject: x\n---\n'
+             'diff --git a/a/new.c b/a/new.c\nnew file mode 100644\n'
+             '--- /dev/null\n+++ b/a/new.c\n@@ -0,0 +1 @@\n+int x;\n'
+             'diff --git a/b/old.c b/b/old.c\n--- a/b/old.c\n'
+             '+++ b/b/old.c\n')
+    WARN = ('x.patch:20: WARNING:FILE_PATH_CHANGES: added, moved or deleted '
+            'file(s), does MAINTAINERS need updating?\ntotal: 0 errors, 1 '
+            'warnings\n')
+
+    def verdict(self, sections, out=WARN):
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, '0001-x.patch')
+            with open(p, 'w') as f:
+                f.write(self.PATCH)
+            res = mock.Mock(returncode=1, stdout=out)
+            with mock.patch.object(series, 'run', return_value=res), \
+                    mock.patch.object(series, 'maintainer_sections',
+                                      side_effect=sections) as ms:
+                bad = series.checkpatch([p])
+            return bad, [c.args[0] for c in ms.call_args_list]
+
+    def test_added_file_with_a_section_passes(self):
+        bad, asked = self.verdict(lambda f: ['KVM/arm64'])
+        self.assertEqual(bad, [])
+        self.assertEqual(asked, ['a/new.c'])     # only the added file
+
+    def test_added_file_only_in_the_rest_fails(self):
+        bad, _ = self.verdict(lambda f: [])
+        self.assertEqual(len(bad), 1)
+
+    def test_other_messages_still_fail(self):
+        out = self.WARN + 'x.patch:9: CHECK:SPACING: spaces preferred\n'
+        bad, asked = self.verdict(lambda f: ['KVM/arm64'], out)
+        self.assertEqual(len(bad), 1)
+        self.assertEqual(asked, [])
+
+
 class ListTest(unittest.TestCase):
     def test_list_parses_and_names_unique(self):
         names = [t[0] for t in vm.read_list()]
@@ -426,6 +466,37 @@ class SeriesTest(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class LockstatTest(unittest.TestCase):
+    LOG = ('populate ...\nlockstat: begin\n'
+           '                      &kvm->mmu_lock-W:             3'
+           '              4           0.50          20.00          40.00'
+           '          10.00            120            900           0.10'
+           '          50.00        2000.00           2.22\n'
+           '                      &kvm->mmu_lock-R:             1'
+           '              2           1.00           3.00           4.00'
+           '           2.00             80           5000           0.10'
+           '          10.00         500.00           0.10\n'
+           'lockstat: end\n')
+
+    def test_parse(self):
+        from harness import bench
+        got = bench.parse_lockstat(self.LOG)
+        self.assertEqual(got['W'], {'contentions': 4, 'wait_us': 40.0,
+                                    'acquisitions': 900})
+        self.assertEqual(got['R'], {'contentions': 2, 'wait_us': 4.0,
+                                    'acquisitions': 5000})
+
+    def test_write_only_class_and_missing_output(self):
+        from harness import bench
+        got = bench.parse_lockstat(
+            'lockstat: begin\n      &kvm->mmu_lock:  0  7  1.0  2.0  9.5  '
+            '1.3  0  70  0.1  1.0  5.0  0.1\nlockstat: end\n')
+        self.assertEqual(got['W']['contentions'], 7)
+        self.assertEqual(got['R']['acquisitions'], 0)
+        with self.assertRaises(common.Error):
+            bench.parse_lockstat('lockstat: begin\n')
 
 
 class BenchTest(unittest.TestCase):

@@ -214,7 +214,7 @@ def accel():
 
 
 def l1_command(image, initramfs, package, rundir, extra='', acc=None,
-               vmm=None):
+               vmm=None, smp=2):
     """The qemu-system-aarch64 command line that boots the L1 host.
 
     It asks for exactly the devices L1 uses: -nodefaults and -nic none
@@ -233,7 +233,7 @@ def l1_command(image, initramfs, package, rundir, extra='', acc=None,
     # L1, for the VFIO (no-IOMMU) Normal-NC test to assign.
     return ['qemu-system-aarch64',
             '-M', 'virt,virtualization=on,gic-version=3',
-            '-smp', '2', '-m', '4G', '-nodefaults', '-nic', 'none',
+            '-smp', str(smp), '-m', '4G', '-nodefaults', '-nic', 'none',
             '-device', 'pci-testdev'] + acc + [
         '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
         '-no-reboot', '-kernel', image, '-initrd', initramfs,
@@ -246,7 +246,8 @@ def l1_command(image, initramfs, package, rundir, extra='', acc=None,
         '-device', 'virtio-blk-pci,drive=vmm'] if vmm else [])
 
 
-def boot(image, initramfs, package, mode, names, rundir, timeout, vmm=None):
+def boot(image, initramfs, package, mode, names, rundir, timeout, vmm=None,
+         smp=2):
     """Boot the L1 host in a KVM mode and run the named tests.
 
     Returns a tap.ModeResult.  Keeps console.log, results.tap, dmesg.txt and
@@ -258,7 +259,7 @@ def boot(image, initramfs, package, mode, names, rundir, timeout, vmm=None):
         f.write(' '.join(names) + '\n')
     extra, expect = MODES[mode]
     acc, how = accel()
-    cmd = l1_command(image, initramfs, package, rundir, extra, acc, vmm)
+    cmd = l1_command(image, initramfs, package, rundir, extra, acc, vmm, smp)
     console = os.path.join(rundir, 'console.log')
     log(f'boot {mode} ({how}); console: {os.path.relpath(console, TOP)}')
     with open(os.path.join(rundir, 'qemu-cmdline'), 'w') as f:
