@@ -227,7 +227,8 @@ def run_time(prepare, rounds, vcpus, smp):
 LOCKSTAT_SH = os.path.join(os.path.dirname(vm.RUNNER), 'lockstat.sh')
 LS_CASES = (('populate', 'demand_paging_test -m 2 -b 32M -v {v}'),
             ('create', 'kvm_page_table_test -m 2 -b 32M -v {v}'))
-LS_LINE = re.compile(r'^\s*&kvm->mmu_lock(-[WR])?:\s+(.*)$')
+# rwlock_init() names the class after its argument: "&(kvm)->mmu_lock".
+LS_LINE = re.compile(r'^\s*&\(?kvm\)?->mmu_lock(-[WR])?:\s+(.*)$')
 
 
 def lockstat_cases(vcpus):
@@ -248,15 +249,20 @@ def parse_lockstat(text):
     body = text.split('lockstat: begin', 1)[-1]
     out = {'W': {'contentions': 0, 'wait_us': 0.0, 'acquisitions': 0},
            'R': {'contentions': 0, 'wait_us': 0.0, 'acquisitions': 0}}
+    found = False
     for line in body.splitlines():
         m = LS_LINE.match(line)
         if not m:
             continue
+        found = True
         f = m.group(2).split()
         side = 'R' if m.group(1) == '-R' else 'W'
         out[side]['contentions'] += int(f[1])
         out[side]['wait_us'] += float(f[4])
         out[side]['acquisitions'] += int(f[7])
+    if not found:
+        raise Error('no kvm->mmu_lock line in the lock_stat output: the '
+                    'test took the lock, so lock statistics are off')
     return out
 
 

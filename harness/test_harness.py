@@ -470,7 +470,7 @@ if __name__ == '__main__':
 
 class LockstatTest(unittest.TestCase):
     LOG = ('populate ...\nlockstat: begin\n'
-           '                      &kvm->mmu_lock-W:             3'
+           '                    &(kvm)->mmu_lock-W:             3'
            '              4           0.50          20.00          40.00'
            '          10.00            120            900           0.10'
            '          50.00        2000.00           2.22\n'
@@ -497,6 +497,8 @@ class LockstatTest(unittest.TestCase):
         self.assertEqual(got['R']['acquisitions'], 0)
         with self.assertRaises(common.Error):
             bench.parse_lockstat('lockstat: begin\n')
+        with self.assertRaises(common.Error):      # lock stats were off
+            bench.parse_lockstat('lockstat: begin\nlockstat: end\n')
 
 
 class BenchTest(unittest.TestCase):

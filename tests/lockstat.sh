@@ -20,6 +20,7 @@ echo 1 >/proc/sys/kernel/lock_stat
 rc=$?
 echo 0 >/proc/sys/kernel/lock_stat
 echo "lockstat: begin"
-grep -E '^ *&kvm->mmu_lock(-[WR])?:' /proc/lock_stat
+# rwlock_init(&(kvm)->mmu_lock) names the class "&(kvm)->mmu_lock"
+grep -E '^ *&\(?kvm\)?->mmu_lock(-[WR])?:' /proc/lock_stat
 echo "lockstat: end"
 exit $rc
