@@ -524,3 +524,36 @@ class BenchTest(unittest.TestCase):
         self.assertEqual(verdicts, [('dlpt-v2', 'populate', 6.0 / 11.0,
                                      0.6, True)])
         self.assertIn('met', lines[1])
+
+    def test_unmeasurable_only_for_missed_multi_vcpu(self):
+        from harness import bench
+        the_cases = [('dlpt-v2', 'dlpt', 2, ''), ('dlpt-v1', 'dlpt', 1, '')]
+        raw = [{k: {c: {'populate': 1.0, 'dirty': 1.0} for c in
+                    ('dlpt-v2', 'dlpt-v1')} for k in ('base', 'series')}]
+        lines, verdicts = bench.table(raw, the_cases, ['base', 'series'],
+                                      unmeasurable=True)
+        got = {(n, m): ok for n, m, _, _, ok in verdicts}
+        self.assertIsNone(got[('dlpt-v2', 'populate')])
+        self.assertTrue(got[('dlpt-v1', 'populate')])     # 1.0 <= 1.03
+        self.assertIn('not measurable on 2 cores', lines[1])
+        _, verdicts = bench.table(raw, the_cases, ['base', 'series'])
+        self.assertIs(verdicts[0][4], False)              # MISSED
+
+    def test_serialisation_gone(self):
+        from harness import bench
+
+        def lock(w):
+            return {'W': {'contentions': w}, 'R': {'contentions': 0}}
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, 'ls.json')
+            for base_w, series_w, want in ((1560, 0, True), (1560, 3, False),
+                                           (0, 0, False)):
+                with open(p, 'w') as f:
+                    json.dump({'cases': [['ls-populate-v2', 'populate', 2]],
+                               'rounds': [{'base': {'ls-populate-v2':
+                                                    lock(base_w)},
+                                           'series': {'ls-populate-v2':
+                                                      lock(series_w)}}]}, f)
+                self.assertIs(bench.serialisation_gone(p), want)
+            self.assertFalse(bench.serialisation_gone(
+                os.path.join(d, 'missing.json')))
