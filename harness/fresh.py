@@ -20,13 +20,11 @@ FRESH = os.path.join(BUILD, 'fresh')
 MINBASE = os.path.join(FRESH, 'debian12-minbase.tar')
 ROOT = os.path.join(FRESH, 'root')
 SUITE = 'bookworm'
-# One mode, two entries: a selftest guest with interrupts and a stage-2
-# test of the series; with them the boot, KVM and kernel-log checks.
-# Not yet the L2 'guest' entry: in the fresh root (only there) its QEMU
-# exits 0 after about 6 s with an empty guest console, while the same
-# guest kernel and VMM image pass on this machine; under investigation,
-# see the README.  FRESH_TESTS="... guest" runs it.
-DEFAULT_TESTS = 'aarch64/arch_timer aarch64/stage2_fault_stress_test_thp'
+# One mode, three entries: a selftest guest with interrupts, a stage-2
+# test of the series and the L2 Linux guest under the arm64 QEMU; with
+# them the boot, KVM and kernel-log checks.
+DEFAULT_TESTS = ('aarch64/arch_timer aarch64/stage2_fault_stress_test_thp '
+                 'guest')
 DEFAULT_MODES = 'nvhe'
 
 
