@@ -428,6 +428,21 @@ class ListTest(unittest.TestCase):
             with open(os.path.join(d, 'pkg', 'kvm-selftests.list')) as f:
                 self.assertIn('t 10 t\n', f.read())
 
+    def test_variables(self):
+        path = self._list('t 10 t -n ${T_COUNT:-5} -x\n')
+        with mock.patch.dict(os.environ, {}, clear=False):
+            os.environ.pop('T_COUNT', None)
+            self.assertEqual(vm.read_list(path), [('t', 10, 't -n 5 -x')])
+            os.environ['T_COUNT'] = '500'
+            self.assertEqual(vm.read_list(path), [('t', 10, 't -n 500 -x')])
+            with tempfile.TemporaryDirectory() as d:
+                vm.make_package(d, os.path.join(d, 'pkg'), path)
+                with open(os.path.join(d, 'pkg', 'kvm-selftests.list')) as f:
+                    self.assertIn('t 10 t -n 500 -x\n', f.read())
+            os.environ['T_COUNT'] = '1; reboot'
+            with self.assertRaisesRegex(common.Error, 'T_COUNT'):
+                vm.read_list(path)
+
 
 class ConfigTest(unittest.TestCase):
     def test_fragments_parse(self):

@@ -1,6 +1,7 @@
 """The L1 KVM host under QEMU: test package, initramfs, boot, results."""
 
 import os
+import re
 import platform
 import shutil
 import subprocess
@@ -38,12 +39,34 @@ def boot_timeout():
 BASE_ARGS = '#base:'
 
 
+LIST_VAR = re.compile(r'\$\{([A-Z_][A-Z0-9_]*):-([^}]*)\}')
+LIST_VALUE = re.compile(r'^[A-Za-z0-9_.,:=+-]+$')
+
+
+def expand_vars(cmd, where, env=None):
+    """${NAME:-default} in a test command: NAME from the environment.
+
+    Only plain words are accepted (the command runs in L1's shell), so a
+    bad value fails here, naming the variable.
+    """
+    env = os.environ if env is None else env
+
+    def one(m):
+        val = env.get(m.group(1)) or m.group(2)
+        if not LIST_VALUE.match(val):
+            raise Error(f'{where}: {m.group(1)}={val!r} is not a plain '
+                        'value (letters, digits, _.,:=+-)')
+        return val
+    return LIST_VAR.sub(one, cmd)
+
+
 def read_list(path=LIST, base=False):
     """[(name, timeout, command)] from the test list.
 
     A line "#base: <binary> [args]" just before an entry gives the command
     that entry runs on the unpatched base (make baseline, base=True): the
-    same binary, with arguments the base understands.
+    same binary, with arguments the base understands.  "${NAME:-default}"
+    in a command takes NAME from the environment (e.g. a larger count).
     """
     tests = []
     pending = None
@@ -61,7 +84,7 @@ def read_list(path=LIST, base=False):
             if len(parts) < 3 or not parts[1].isdigit():
                 raise Error(f'{path}:{n}: expected "<name> <timeout> '
                             f'<binary> [args]", got: {line}')
-            cmd = parts[2]
+            cmd = expand_vars(parts[2], f'{path}:{n}')
             if pending:
                 if pending[1].split()[0] != cmd.split()[0]:
                     raise Error(f'{path}:{pending[0]}: "{BASE_ARGS}" must '
@@ -103,12 +126,10 @@ def make_package(selftests, dest, listfile=LIST, base=False, guest=None):
     for f in (RUNNER, PATTERNS):
         shutil.copy2(f, dest)
     tests = read_list(listfile, base=base)
-    if base:
-        with open(os.path.join(dest, os.path.basename(LIST)), 'w') as f:
-            f.write('# the test list as run on the unpatched base\n' +
-                    ''.join(f'{n} {t} {c}\n' for n, t, c in tests))
-    else:
-        shutil.copy2(listfile, os.path.join(dest, os.path.basename(LIST)))
+    with open(os.path.join(dest, os.path.basename(LIST)), 'w') as f:
+        f.write('# the test list as run on the unpatched base\n' if base else
+                f'# {os.path.basename(listfile)}, variables expanded\n')
+        f.write(''.join(f'{n} {t} {c}\n' for n, t, c in tests))
     if guest:
         gdir = os.path.join(kdir, GUEST_DIR)
         os.makedirs(gdir)
