@@ -15,9 +15,10 @@
 #   make package        static selftests + runner for a real arm64 host
 #   make list           the known test names
 #   make bench          stage-2 fault benchmark, base against series:
-#                       times and kvm->mmu_lock contention (ROUNDS=3,
-#                       VCPUS="1 2 4", SMP=2 L1 CPUs, BENCH_PARTS="time
-#                       lockstat"; results/bench/)
+#                       times and kvm->mmu_lock contention; SDEI delivery
+#                       against a virtual PPI (ROUNDS=3, VCPUS="1 2 4",
+#                       SMP=2 L1 CPUs, BENCH_PARTS="time lockstat sdei";
+#                       results/bench/)
 #   make check          the harness's own unit tests
 #   make fresh-check    ./kvm-series test on a short subset in a new
 #                       minimal Debian 12 root (FRESH_TESTS, FRESH_MODES)

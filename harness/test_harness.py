@@ -554,6 +554,20 @@ class BenchTest(unittest.TestCase):
         _, verdicts = bench.table(raw, the_cases, ['base', 'series'])
         self.assertIs(verdicts[0][4], False)              # MISSED
 
+    def test_sdei_latency(self):
+        from harness import bench
+        log = 'x\nsdei-latency: sdei_ns=1500 ppi_ns=1000 ratio=1.50\n'
+        self.assertEqual(bench.parse_sdei_latency(log),
+                         {'sdei_ns': 1500.0, 'ppi_ns': 1000.0})
+        with self.assertRaises(common.Error):
+            bench.parse_sdei_latency('no figures\n')
+        raw = [{'vhe': {'sdei_ns': 1500.0, 'ppi_ns': 1000.0},
+                'nvhe': {'sdei_ns': 4000.0, 'ppi_ns': 1000.0}}]
+        with mock.patch.object(bench.vm, 'accel', return_value=('', 'tcg')):
+            report = bench.sdei_report(raw, 1, 2)
+        self.assertRegex(report, r'vhe +1500 +1000 +1.50  met')
+        self.assertRegex(report, r'nvhe +4000 +1000 +4.00  MISSED')
+
     def test_serialisation_gone(self):
         from harness import bench
 
