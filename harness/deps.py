@@ -17,6 +17,7 @@ PACKAGES = [
     'bc', 'bison', 'flex', 'libssl-dev', 'libelf-dev', 'cpio', 'kmod',
     'rsync', 'perl', 'python3', 'xz-utils', 'e2fsprogs', 'git',
     'qemu-system-arm', 'sparse',
+    'python3-ply', 'python3-git',   # checkpatch's SPDX check (spdxcheck.py)
     'strace',       # make check: which files the L1 QEMU opens
     'mmdebstrap',   # make fresh-check: a minimal Debian 12 root
 ]

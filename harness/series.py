@@ -332,10 +332,17 @@ def checkpatch(files):
         if p.endswith('0000-cover-letter.patch'):
             continue
         # From inside the kernel tree, where patches/ is not tracked:
-        # checkpatch treats a git-tracked path as a source file.
-        res = run(['perl', cp, '--strict', '--no-tree', '--terse',
-                   '--show-types', p], cwd=TREE, capture=True, check=False,
-                  quiet=True)
+        # checkpatch treats a git-tracked path as a source file.  With
+        # the tree (no --no-tree), as a maintainer runs it: the SPDX
+        # check (python3-ply) and the tree-aware checks take part.
+        # Debian's python3 first: scripts/spdxcheck.py needs its ply.
+        env = dict(os.environ, PATH='/usr/bin:' + os.environ.get('PATH', ''))
+        res = run(['perl', cp, '--strict', '--terse', '--show-types', p],
+                  cwd=TREE, env=env, capture=True, check=False, quiet=True)
+        if 'spdxcheck' in res.stderr:
+            raise Error('checkpatch could not run scripts/spdxcheck.py '
+                        f'({res.stderr.strip().splitlines()[-1]}); install '
+                        'python3-ply (make deps)')
         rel = os.path.relpath(p, PATCHES)
         types = set(re.findall(r'(?:ERROR|WARNING|CHECK):(\w+):', res.stdout))
         if res.returncode != 0 and types == {'FILE_PATH_CHANGES'}:
