@@ -360,7 +360,7 @@ class CheckpatchMaintainersTest(unittest.TestCase):
             p = os.path.join(d, '0001-x.patch')
             with open(p, 'w') as f:
                 f.write(self.PATCH)
-            res = mock.Mock(returncode=1, stdout=out)
+            res = mock.Mock(returncode=1, stdout=out, stderr='')
             with mock.patch.object(series, 'run', return_value=res), \
                     mock.patch.object(series, 'maintainer_sections',
                                       side_effect=sections) as ms:
@@ -375,6 +375,18 @@ class CheckpatchMaintainersTest(unittest.TestCase):
     def test_added_file_only_in_the_rest_fails(self):
         bad, _ = self.verdict(lambda f: [])
         self.assertEqual(len(bad), 1)
+
+    def test_spdxcheck_that_cannot_run_is_an_error(self):
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, '0001-x.patch')
+            with open(p, 'w') as f:
+                f.write(self.PATCH)
+            res = mock.Mock(returncode=0, stdout='', stderr=(
+                'File "scripts/spdxcheck.py"\nModuleNotFoundError: No '
+                "module named 'ply'\n"))
+            with mock.patch.object(series, 'run', return_value=res):
+                with self.assertRaisesRegex(common.Error, 'python3-ply'):
+                    series.checkpatch([p])
 
     def test_other_messages_still_fail(self):
         out = self.WARN + 'x.patch:9: CHECK:SPACING: spaces preferred\n'
