@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import re
 import sys
 
 from . import bench, deps, fresh, guest, kbuild, series, tap, vm
@@ -27,6 +28,9 @@ def show_guest(rundir):
         return
     lines = text.split('guest: dmesg follows\n', 1)[-1].splitlines()
     first = lines[:4] + [ln for ln in lines if 'smccc: KVM' in ln][:1]
+    # SDEI: the client's probe, and the KUnit suite's events (SDEI part)
+    first += [ln for ln in lines if ' sdei: ' in ln or
+              re.search(r'(not )?ok \d+ sdei_test_|# arm_sdei: ', ln)]
     print(f'    L2 guest, started in L1 by: {cmdline[:150]}...')
     for ln in first:
         print(f'      | {ln}')
