@@ -16,8 +16,10 @@
 #   make list           the known test names
 #   make bench          stage-2 fault benchmark, base against series:
 #                       times and kvm->mmu_lock contention; SDEI delivery
-#                       against a virtual PPI (ROUNDS=3, VCPUS="1 2 4",
-#                       SMP=2 L1 CPUs, BENCH_PARTS="time lockstat sdei";
+#                       against a virtual PPI; async PF, the work of a
+#                       second guest context while the first waits, on
+#                       against off (ROUNDS=3, VCPUS="1 2 4", SMP=2 L1
+#                       CPUs, BENCH_PARTS="time lockstat sdei apf";
 #                       results/bench/)
 #   make check          the harness's own unit tests
 #   make fresh-check    ./kvm-series test on a short subset in a new

@@ -224,8 +224,8 @@ def main(argv):
         elif args.cmd == 'bench':
             vcpus = parse_list(args.vcpus)
             parts = parse_list(os.environ.get('BENCH_PARTS') or
-                               'time lockstat sdei',
-                               ['time', 'lockstat', 'sdei'],
+                               'time lockstat sdei apf',
+                               ['time', 'lockstat', 'sdei', 'apf'],
                                'BENCH_PARTS part')
             smp = os.environ.get('SMP') or '2'
             if args.rounds < 1 or not vcpus or not all(

@@ -566,6 +566,25 @@ class BenchTest(unittest.TestCase):
         _, verdicts = bench.table(raw, the_cases, ['base', 'series'])
         self.assertIs(verdicts[0][4], False)              # MISSED
 
+    def test_apf_bench(self):
+        from harness import bench
+        log = ''.join(f'async-pf-bench: delay {d} ms: on share 0.95{d} '
+                      f'window {d * 9}.0 ms; off share 0.000 window '
+                      f'{d * 8}.0 ms\n' for d in bench.APF_DELAYS)
+        got = bench.parse_apf('x\n' + log)
+        self.assertEqual(got[10], {'on': 0.9510, 'on_ms': 90.0,
+                                   'off': 0.0, 'off_ms': 80.0})
+        with self.assertRaisesRegex(common.Error, '50 ms'):
+            bench.parse_apf(log.split('\n', 2)[0] + '\n' +
+                            log.split('\n', 2)[1] + '\n')
+        low = dict(got)
+        low[1] = dict(got[1], on=0.4)
+        raw = [{'vhe': low, 'nvhe': got}]
+        with mock.patch.object(bench.vm, 'accel', return_value=('', 'tcg')):
+            report = bench.apf_report(raw, 1, 2)
+        self.assertRegex(report, r'vhe +1 ms +0.400 +0.000 .* MISSED')
+        self.assertRegex(report, r'nvhe +50 ms +0.955 .* met')
+
     def test_sdei_latency(self):
         from harness import bench
         log = 'x\nsdei-latency: sdei_ns=1500 ppi_ns=1000 ratio=1.50\n'
