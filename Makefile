@@ -11,6 +11,10 @@
 #   make export         write build/linux's series to patches/
 #   make export-check   fail if patches/ and build/linux disagree
 #   make check-series   checkpatch --strict each patch, build each prefix
+#   make defconfig-check  the user's recipe, arm64 defconfig with
+#                       CONFIG_KVM_GUEST=y and =n: the directories the
+#                       series changes (make defconfig-image: the whole
+#                       Image, both ways)
 #   make build          kernel Image and selftests only
 #   make package        static selftests + runner for a real arm64 host
 #   make list           the known test names
@@ -19,8 +23,8 @@
 #                       against a virtual PPI; async PF, the work of a
 #                       second guest context while the first waits, on
 #                       against off (ROUNDS=3, VCPUS="1 2 4", SMP=2 L1
-#                       CPUs, BENCH_PARTS="time lockstat sdei apf";
-#                       results/bench/)
+#                       CPUs, BENCH_PARTS="time lockstat sdei apf
+#                       apf-guest"; results/bench/)
 #   make check          the harness's own unit tests
 #   make fresh-check    ./kvm-series test on a short subset in a new
 #                       minimal Debian 12 root (FRESH_TESTS, FRESH_MODES)
@@ -31,10 +35,10 @@
 
 PY := python3 -m harness
 export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS \
-	FRESH_MODES SMP BENCH_PARTS
+	FRESH_MODES SMP BENCH_PARTS APF_GUEST_FLAVOUR
 
 .PHONY: run test baseline deps tree export export-check check-series build \
-	package list check bench fresh-check
+	package list check bench fresh-check defconfig-check defconfig-image
 
 UNITTESTS := python3 -m unittest discover -s harness -p 'test_*.py' -t .
 
@@ -49,6 +53,12 @@ run baseline package list bench:
 
 deps export export-check check-series fresh-check:
 	@$(PY) $@
+
+defconfig-check:
+	@$(PY) defconfig
+
+defconfig-image:
+	@$(PY) defconfig --full
 
 tree:
 	@$(PY) tree $(if $(FORCE),--force)

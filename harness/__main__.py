@@ -7,13 +7,55 @@ import sys
 
 from . import bench, deps, fresh, guest, kbuild, series, tap, vm
 from .common import BASE_TREE, BUILD, OUT, RESULTS, TOP, TREE, Error, \
-    Stage, log, print_timings, run
+    Stage, fmt_time, log, print_timings, run
 
 ALL_MODES = ['vhe', 'nvhe', 'protected']
 # The main job's guests: one that just runs (timer interrupts), one per
 # feature of the series that a guest can show.
 DEMO_TESTS = ['aarch64/arch_timer', 'aarch64/stage2_fault_stress_test_thp',
-              'aarch64/vfio_normal_nc_test', 'guest']
+              'aarch64/vfio_normal_nc_test', 'guest', 'guest-apf-postcopy',
+              'guest-apf-postcopy-off']
+
+
+def show_apf(rundir):
+    """Async PF end to end, for make run: each second of apf-work in the
+    postcopy-migrated guest, on beside off, and the ratios."""
+    runs = {}
+    for onoff, name in bench.APFG_NAMES.items():
+        logdir = os.path.join(rundir, 'logs', name)
+        try:
+            fig = bench.parse_apfg(logdir)
+            with open(os.path.join(logdir, 'console-src.log'), 'rb') as f:
+                text = f.read().decode('utf-8', 'replace')
+            with open(os.path.join(logdir, 'console-dst.log'), 'rb') as f:
+                text += f.read().decode('utf-8', 'replace')
+        except (OSError, Error):
+            return
+        per_s = {int(m.group(1)): (m.group(2), m.group(3))
+                 for m in bench.APFG_SECOND.finditer(text)}
+        line = re.search(r'kvm-guest: [^\r\n]*', text)
+        runs[onoff] = (fig, per_s, line.group(0) if line else
+                       'kvm-guest: (nothing: no-kvmapf)')
+    if len(runs) < 2:
+        return
+    print('    Async PF end to end: the guest postcopy-migrated between two '
+          'QEMUs in L1, a task reading 64 MiB at random and a task counting')
+    for onoff in ('on', 'off'):
+        print(f'      {onoff:3}: {runs[onoff][2]}')
+    print('      second   reader on  counter on   reader off  counter off')
+    for t in sorted(set(runs['on'][1]) | set(runs['off'][1])):
+        on = runs['on'][1].get(t, ('-', '-'))
+        off = runs['off'][1].get(t, ('-', '-'))
+        print(f'      {t:6} {on[0]:>10} {on[1]:>11} {off[0]:>12} '
+              f'{off[1]:>12}')
+    on, off = runs['on'][0], runs['off'][0]
+    print(f'      counter after the switch / at the end: on '
+          f'{on["counter_share"]:.2f}, off {off["counter_share"]:.2f}')
+    for key, what in (('counted', 'counter work'),
+                      ('postcopy_vcpu_blocktime_ms', 'vCPU blocktime (ms)')):
+        a, b = on.get(key), off.get(key)
+        ratio = f'{a / b:.2f}x' if a is not None and b else 'n/a'
+        print(f'      {what}: on {a}, off {b}, on/off {ratio}')
 
 
 def show_guest(rundir):
@@ -151,6 +193,7 @@ def cmd_run(args):
         for ln in kvm[:8]:
             print(f'    {ln}')
         show_guest(r.rundir)
+        show_apf(r.rundir)
         for name, status, detail in r.results:
             if name not in ('boot', 'kvm-init', 'kernel-log'):
                 print(f'    guest {name}: {status} {detail}')
@@ -185,6 +228,11 @@ def main(argv):
     sub.add_parser('export', help='write the tree to patches/')
     sub.add_parser('export-check', help='fail if patches/ != tree')
     sub.add_parser('check-series', help='checkpatch + build every prefix')
+    dc = sub.add_parser('defconfig', help="the user's recipe: defconfig, "
+                        'CONFIG_KVM_GUEST on and off')
+    dc.add_argument('--full', action='store_true',
+                    help='the whole Image, not only the series\' '
+                    'directories')
     b = sub.add_parser('build', help='kernel Image and selftests')
     b.add_argument('--flavour', default='host',
                    choices=sorted(kbuild.FLAVOURS))
@@ -215,6 +263,15 @@ def main(argv):
         elif args.cmd == 'check-series':
             deps.ensure()
             series.check_series(kbuild)
+        elif args.cmd == 'defconfig':
+            deps.ensure()
+            series.make_tree(keep_work=True)
+            took = kbuild.defconfig_build(TREE, series.base_tag_name(),
+                                          full=args.full)
+            log('defconfig ' + ('Image' if args.full else 'objects of the '
+                                'series\' directories') + ' built, ' +
+                ', '.join(f'CONFIG_KVM_GUEST={v} in {fmt_time(t)}'
+                          for v, t in took.items()))
         elif args.cmd == 'build':
             deps.ensure()
             series.make_tree(keep_work=True)
@@ -224,8 +281,9 @@ def main(argv):
         elif args.cmd == 'bench':
             vcpus = parse_list(args.vcpus)
             parts = parse_list(os.environ.get('BENCH_PARTS') or
-                               'time lockstat sdei apf',
-                               ['time', 'lockstat', 'sdei', 'apf'],
+                               'time lockstat sdei apf apf-guest',
+                               ['time', 'lockstat', 'sdei', 'apf',
+                                'apf-guest'],
                                'BENCH_PARTS part')
             smp = os.environ.get('SMP') or '2'
             if args.rounds < 1 or not vcpus or not all(

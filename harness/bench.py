@@ -212,6 +212,8 @@ def run_bench(prepare, rounds, vcpus, smp=2, parts=('time', 'lockstat')):
         run_sdei_latency(prepare, rounds, smp)
     if 'apf' in parts:
         run_apf(prepare, rounds, smp)
+    if 'apf-guest' in parts:
+        run_apf_guest(prepare, rounds, smp)
     return 0
 
 
@@ -531,3 +533,146 @@ def run_apf(prepare, rounds, smp):
                           APF_BENCH, APF_MODES, parse_apf)
     save('async-pf', apf_report(raw, rounds, smp), raw,
          [('async_pf_bench', APF_BENCH, mode) for mode in APF_MODES])
+
+
+# Async page faults end to end (tests/apf-postcopy.sh, guest part): the
+# series' kernel as an L2 guest, postcopy-migrated between two QEMU
+# processes in L1 while apf-work runs in it (a toucher reading a 64 MiB
+# array at random, a counter), async PF on and off (no-kvmapf) in the
+# same L1 boot, the order alternating between rounds.
+APFG_SECONDS = 30
+APFG_WINDOW = 10           # seconds after the switch, and at the end
+APFG_NAMES = {'on': 'guest-apf-postcopy', 'off': 'guest-apf-postcopy-off'}
+APFG_SECOND = re.compile(r'apf-work: t=(\d+) touched (\d+) counted (\d+)')
+APFG_CHECKS = ('workload-started', 'migrated', 'data', 'poweroff')
+
+
+def apfg_cmd(onoff):
+    return (f'guest/apf-postcopy.sh -a {onoff} -s {APFG_SECONDS} -t 840')
+
+
+def parse_apfg(logdir):
+    """One run's figures from logs/<entry>/: result and both consoles."""
+    fig = {}
+    with open(os.path.join(logdir, 'result')) as f:
+        for line in f:
+            key, _, val = line.strip().partition(' ')
+            if key == 'postcopy_vcpu_blocktime_ms':
+                parts = [v for v in val.split(',') if v.isdigit()]
+                fig[key] = float(sum(int(v) for v in parts)) if parts \
+                    else None
+            elif val.isdigit():
+                fig[key] = float(val)
+    per_s, switch = {}, 0
+    for side in ('src', 'dst'):
+        path = os.path.join(logdir, f'console-{side}.log')
+        text = open(path, errors='replace').read() if os.path.exists(
+            path) else ''
+        for m in APFG_SECOND.finditer(text):
+            t = int(m.group(1))
+            per_s[t] = (int(m.group(2)), int(m.group(3)))
+            if side == 'src':
+                switch = max(switch, t)
+    after = [per_s[t][1] for t in range(switch + 1, switch + 1 + APFG_WINDOW)
+             if t in per_s]
+    end = [per_s[t][1] for t in range(APFG_SECONDS - APFG_WINDOW + 1,
+                                      APFG_SECONDS + 1) if t in per_s]
+    if not after or not end or not statistics.mean(end):
+        raise Error(f'{logdir}: apf-work printed too few seconds '
+                    f'({sorted(per_s)}) to compare after the switch '
+                    f'(t={switch}) with the end')
+    fig['counter_share'] = statistics.mean(after) / statistics.mean(end)
+    fig['touched_after'] = float(sum(per_s[t][0] for t in range(
+        switch + 1, switch + 1 + APFG_WINDOW) if t in per_s))
+    return fig
+
+
+def apfg_report(raw, rounds, smp):
+    def med(onoff, key):
+        vals = [r[onoff][key] for r in raw if r[onoff].get(key) is not None]
+        return statistics.median(vals) if vals else None
+
+    def ratio(a, b):
+        return f'{a / b:.2f}x' if a is not None and b else 'n/a'
+    rows = [
+        ('counter_share', 'counters\' rate in the 10 s after the switch / '
+         'in the last 10 s', '{:.2f}'),
+        ('counted', 'counters\' work over the run (x65536 loops)', '{:.0f}'),
+        ('touched_after', 'pages the readers got through in the 10 s after '
+         'the switch', '{:.0f}'),
+        ('touched', 'pages the readers got through over the run', '{:.0f}'),
+        ('postcopy_blocktime_ms', "QEMU's postcopy-blocktime (ms)",
+         '{:.0f}'),
+        ('postcopy_vcpu_blocktime_ms', "QEMU's postcopy-vcpu-blocktime, "
+         'summed over vCPUs (ms)', '{:.0f}'),
+        ('guest_not_present', 'not-present the guest received', '{:.0f}'),
+        ('guest_parked', 'tasks the guest parked', '{:.0f}'),
+    ]
+    lines = [
+        'Async page faults end to end: a Linux guest postcopy-migrated '
+        'between two QEMU processes',
+        f'date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}; '
+        f'{rounds} L1 boots (VHE), each running async PF on and off in '
+        'alternating order; medians over the boots',
+        f'L1 host: QEMU {vm.accel()[1]}, -smp {smp}, {apfg_flavour()} '
+        'flavour; L2: '
+        'stock QEMU 7.2 with KVM, 2 vCPUs, 512 MiB, the guest flavour; '
+        f'series {git(["rev-parse", "--short", "HEAD"], cwd=TOP).stdout.strip()}',
+        f'apf-work for {APFG_SECONDS} s: two tasks read a 64 MiB array at '
+        'random, two count; the switch to postcopy comes right after it '
+        'starts (precopy 8 MiB/s, postcopy background 16 MiB/s).',
+        'on: the guest uses async PF; off: booted with no-kvmapf (every '
+        'fault waits in the host).',
+        'goals (issue): vCPU blocktime at least 5x lower with async PF; '
+        'the counter keeps at least 0.9 of its rate',
+        '',
+        f'{"figure":66} {"on":>9} {"off":>9} {"on/off":>8}',
+    ]
+    for key, label, fmt in rows:
+        on, off = med('on', key), med('off', key)
+        lines.append(f'{label:66} '
+                     f'{fmt.format(on) if on is not None else "n/a":>9} '
+                     f'{fmt.format(off) if off is not None else "n/a":>9} '
+                     f'{ratio(on, off):>8}')
+    return '\n'.join(lines) + '\n'
+
+
+# The L1 kernel of the end-to-end benchmark: the debug flavour of make
+# test unless APF_GUEST_FLAVOUR=perf (its own build, no debug options).
+def apfg_flavour():
+    val = os.environ.get('APF_GUEST_FLAVOUR') or 'host'
+    if val not in ('host', 'perf'):
+        raise Error(f'APF_GUEST_FLAVOUR={val}: host or perf')
+    return val
+
+
+def run_apf_guest(prepare, rounds, smp):
+    flavour = apfg_flavour()
+    image, initramfs, _, _, vmm = prepare(base=False, flavour=flavour)
+    selftests = os.path.join(OUT, flavour, 'kselftest', 'kvm')
+    guest_files = (os.path.join(OUT, 'guest', 'arch/arm64/boot/Image'),
+                   os.path.join(BUILD, 'guest-initramfs.cpio'))
+    raw = []
+    for r in range(rounds):
+        order = ['on', 'off'] if r % 2 == 0 else ['off', 'on']
+        listfile = os.path.join(BUILD, 'bench-apf-guest.list')
+        with open(listfile, 'w') as f:
+            f.write('# generated by harness/bench.py\n' + ''.join(
+                f'{APFG_NAMES[o]} 900 {apfg_cmd(o)}\n' for o in order))
+        pkg = vm.make_package(selftests, os.path.join(BUILD, 'pkg',
+                                                      'apf-guest'),
+                              listfile, guest=guest_files)
+        with Stage(f'apf-guest round {r + 1}/{rounds}: {" then ".join(order)}'):
+            rundir = os.path.join(BUILD, 'runs', 'apf-guest', f'r{r}')
+            names = [APFG_NAMES[o] for o in order]
+            res = vm.boot(image, initramfs, pkg, 'vhe', names, rundir,
+                          900 * len(names), vmm=vmm, smp=smp)
+            bad = [n for n, st, _ in res.results if st != 'ok']
+            if bad:
+                raise Error(f'apf-guest round {r + 1}: {", ".join(bad)} did '
+                            f'not pass; see {os.path.relpath(rundir, TOP)}')
+            raw.append({o: parse_apfg(os.path.join(rundir, 'logs',
+                                                   APFG_NAMES[o]))
+                        for o in order})
+    save('async-pf-postcopy', apfg_report(raw, rounds, smp), raw,
+         [(APFG_NAMES[o], apfg_cmd(o), 'vhe') for o in ('on', 'off')])

@@ -94,7 +94,7 @@ class Stage:
         return self
 
     def __exit__(self, *exc):
-        took = time.monotonic() - self.start
+        took = self.took = time.monotonic() - self.start
         Stage.timings.append((self.name, took, exc[0] is None))
         state = '' if exc[0] is None else ' (failed)'
         log(f'== {self.name}: {fmt_time(took)}{state}')

@@ -12,7 +12,7 @@ import os
 import subprocess
 
 from . import fresh, vm
-from .common import BUILD, TOP, Error, Stage, log, run
+from .common import BUILD, CROSS, TOP, Error, Stage, log, run
 from .vm import GUEST_INIT
 
 VMM = os.path.join(BUILD, 'vmm')
@@ -70,10 +70,23 @@ GUEST_APPLETS = (
     'expr')
 
 
+def build_apf_work(dest):
+    """tests/apf-work.c, the guest's async PF workload, static arm64."""
+    src = os.path.join(TOP, 'tests', 'apf-work.c')
+    if os.path.exists(dest) and os.path.getmtime(dest) >= \
+            os.path.getmtime(src):
+        return dest
+    run([f'{CROSS}gcc', '-static', '-O2', '-Wall', '-Werror', '-pthread',
+         '-o', dest, src])
+    return dest
+
+
 def make_guest_initramfs(dest):
-    """The guest's initramfs: /init is tests/guest-init.sh."""
+    """The guest's initramfs: /init is tests/guest-init.sh, and apf-work."""
+    work = build_apf_work(os.path.join(BUILD, 'apf-work'))
     with open(GUEST_INIT) as f:
-        return vm.busybox_initramfs(dest, f.read(), GUEST_APPLETS)
+        return vm.busybox_initramfs(dest, f.read(), GUEST_APPLETS,
+                                    {'bin/apf-work': work})
 
 
 def checks():

@@ -4,7 +4,7 @@ import os
 import re
 import shutil
 
-from .common import CONFIGS, CROSS, JOBS, Error, Stage, log, run
+from .common import CONFIGS, CROSS, JOBS, OUT, Error, Stage, git, log, run
 
 # Build flavours: the fragments merged, in order, onto tinyconfig.
 FLAVOURS = {
@@ -102,6 +102,55 @@ def build_selftests(tree, out, keep_going=False):
             log('some selftests did not build (kept going); they will be '
                 'reported as not built')
     return dest
+
+
+# The user's recipe (README): arm64 defconfig, CONFIG_KVM_GUEST on.  Off
+# too: the option must build both ways.
+DEFCONFIG_GUEST = ('y', 'n')
+
+
+def series_dirs(tree, base):
+    """Kbuild directories holding the .c files the series changes.
+
+    virt/kvm/ is built as part of arch/arm64/kvm/; a subdirectory of a
+    directory in the list is built with it.
+    """
+    names = git(['diff', '--name-only', base], cwd=tree).stdout.split()
+    dirs = set()
+    for name in names:
+        if not name.endswith('.c') or name.startswith(('tools/', 'samples/')):
+            continue
+        d = os.path.dirname(name)
+        dirs.add('arch/arm64/kvm' if d == 'virt/kvm' else d)
+    return sorted(d + '/' for d in dirs
+                  if not any(d.startswith(o + '/') for o in dirs))
+
+
+def defconfig_build(tree, base, full=False):
+    """defconfig with CONFIG_KVM_GUEST=y and =n: the series' directories,
+    or with full=True the whole Image; return {value: seconds}."""
+    took = {}
+    dirs = series_dirs(tree, base)
+    for val in DEFCONFIG_GUEST:
+        out = os.path.join(OUT, f'defconfig-kvm-guest-{val}')
+        what = 'Image' if full else ' '.join(dirs)
+        with Stage(f'defconfig, CONFIG_KVM_GUEST={val}: {what}') as st:
+            os.makedirs(out, exist_ok=True)
+            kmake(tree, out, ['defconfig'], quiet=True)
+            run([os.path.join(tree, 'scripts/config'), '--file',
+                 os.path.join(out, '.config'),
+                 '--enable' if val == 'y' else '--disable', 'KVM_GUEST'])
+            kmake(tree, out, ['olddefconfig'], quiet=True)
+            got = read_config(os.path.join(out, '.config')).get(
+                'CONFIG_KVM_GUEST', 'n')
+            if got != val:
+                raise Error(f'defconfig: CONFIG_KVM_GUEST={val} asked, '
+                            f'{got} set (its dependencies, '
+                            'ARM_SDE_INTERFACE and HAVE_ARM_SMCCC_DISCOVERY, '
+                            'are off?)')
+            kmake(tree, out, ['Image'] if full else dirs)
+        took[val] = st.took
+    return took
 
 
 def clean(out):

@@ -1,5 +1,6 @@
 """TAP results: parse the runner's output, add the L0 checks, summarise."""
 
+import glob
 import os
 import re
 
@@ -85,21 +86,33 @@ GUEST = 'guest'                 # the test list's L2 guest entry
 GUEST_LOGS = os.path.join('logs', 'guest')
 
 
-def expand_guest(tests, rundir):
-    """The L2 guest's entry replaced by one result per guest check.
+def is_guest(name):
+    """L2 guest entries: guest, and guest-<scenario> (apf-postcopy.sh)."""
+    return name == GUEST or name.startswith(GUEST + '-')
 
-    run-guest.sh writes logs/guest/checks.tap; each line becomes
-    guest/<check>.  Paths in it are L1's (/results/...): they are given
-    as this machine's.  If the entry failed with no failing check (the
-    runner's own timeout, say), the entry's failure is kept.
+
+def guest_consoles(rundir):
+    """Every L2 console log of a run: logs/guest*/console*.log."""
+    return sorted(glob.glob(os.path.join(rundir, 'logs', GUEST + '*',
+                                         'console*.log')))
+
+
+def expand_guest(tests, rundir):
+    """Each L2 guest entry replaced by one result per guest check.
+
+    run-guest.sh writes logs/guest/checks.tap (apf-postcopy.sh, say,
+    logs/<entry>/checks.tap); each line becomes <entry>/<check>.  Paths
+    in it are L1's (/results/...): they are given as this machine's.  If
+    the entry failed with no failing check (the runner's own timeout,
+    say), the entry's failure is kept.
     """
     out = []
     for name, status, detail in tests:
-        if name != GUEST:
+        if not is_guest(name):
             out.append((name, status, detail))
             continue
-        gdir = os.path.join(rundir, GUEST_LOGS)
-        checks = [(f'{GUEST}/{n}', st,
+        gdir = os.path.join(rundir, 'logs', name)
+        checks = [(f'{name}/{n}', st,
                    d.replace('/results/', os.path.relpath(rundir, TOP) + '/'))
                   for n, st, d in parse(_read(os.path.join(gdir,
                                                            'checks.tap')))]
@@ -138,10 +151,9 @@ def mode_result(mode, rundir, expect, killed, took, init_time):
         results.append(('runner', 'fail', f'no test results; see {rel}'))
     # Both levels: L1's console and dmesg, the L2 guest's console (which
     # ends with the guest's dmesg).
-    splats = find_splats(console + '\n' +
-                         _read(os.path.join(rundir, 'dmesg.txt')) + '\n' +
-                         _read(os.path.join(rundir, GUEST_LOGS,
-                                            'console.log')))
+    splats = find_splats('\n'.join(
+        [console, _read(os.path.join(rundir, 'dmesg.txt'))] +
+        [_read(p) for p in guest_consoles(rundir)]))
     if splats:
         uniq = list(dict.fromkeys(splats))
         results.append(('kernel-log', 'fail', f'{len(uniq)} splat line(s), '

@@ -316,6 +316,14 @@ class GuestTest(unittest.TestCase):
                        if p not in allowed)
         self.assertEqual(extra, [])
 
+    @staticmethod
+    def mode_result(d, files):
+        """Write files ({path: text}) under d; the run's mode result."""
+        for path, text in files.items():
+            with open(os.path.join(d, path), 'w') as f:
+                f.write(text)
+        return tap.mode_result('vhe', d, 'VHE mode', None, 5, 1.0)
+
     def test_expanded_in_mode_result(self):
         with tempfile.TemporaryDirectory() as d:
             os.makedirs(os.path.join(d, tap.GUEST_LOGS))
@@ -330,10 +338,7 @@ class GuestTest(unittest.TestCase):
                 os.path.join(tap.GUEST_LOGS, 'console.log'):
                     '[    2.5] BUG: sleeping function called from invalid '
                     'context at x.c:1\n'}
-            for name, text in files.items():
-                with open(os.path.join(d, name), 'w') as f:
-                    f.write(text)
-            r = tap.mode_result('vhe', d, 'VHE mode', None, 5, 1.0)
+            r = self.mode_result(d, files)
         st = {n: s for n, s, _ in r.results}
         self.assertEqual(st['guest/boot'], 'ok')
         self.assertEqual(st['guest/cpus'], 'fail')
@@ -341,6 +346,28 @@ class GuestTest(unittest.TestCase):
         self.assertNotIn('/results/',
                          {n: dd for n, _, dd in r.results}['guest/cpus'])
         self.assertEqual(st['kernel-log'], 'fail')   # the guest's splat
+
+    def test_other_guest_entries_expanded(self):
+        """guest-<name> entries: logs/<entry>/checks.tap, every console."""
+        name = 'guest-apf-postcopy'
+        with tempfile.TemporaryDirectory() as d:
+            gdir = os.path.join('logs', name)
+            os.makedirs(os.path.join(d, gdir))
+            files = {
+                'console.log': 'kvm [1]: VHE mode initialized\n',
+                'request': name + '\n',
+                'results.tap': f'ok 1 {name}\n',
+                os.path.join(gdir, 'checks.tap'):
+                    'ok 1 migrated\nok 2 async-pf # not_present 5\n',
+                os.path.join(gdir, 'console-src.log'): 'clean\n',
+                os.path.join(gdir, 'console-dst.log'):
+                    '[    9.1] WARNING: CPU: 1 PID: 7 at x.c:2 f+0x4/0x8\n'}
+            r = self.mode_result(d, files)
+        st = {n: s for n, s, _ in r.results}
+        self.assertEqual(st[f'{name}/migrated'], 'ok')
+        self.assertEqual(st[f'{name}/async-pf'], 'ok')
+        self.assertNotIn(name, st)
+        self.assertEqual(st['kernel-log'], 'fail')   # the destination's
 
 
 class CheckpatchMaintainersTest(unittest.TestCase):
@@ -617,3 +644,40 @@ class BenchTest(unittest.TestCase):
                 self.assertIs(bench.serialisation_gone(p), want)
             self.assertFalse(bench.serialisation_gone(
                 os.path.join(d, 'missing.json')))
+
+
+class ApfGuestBenchTest(unittest.TestCase):
+    """parse_apfg: the figures of one tests/apf-postcopy.sh run."""
+
+    def write(self, d, src_secs, dst_secs, result):
+        with open(os.path.join(d, 'result'), 'w') as f:
+            f.write(result)
+        for side, secs in (('src', src_secs), ('dst', dst_secs)):
+            with open(os.path.join(d, f'console-{side}.log'), 'w') as f:
+                f.write(''.join(f'apf-work: t={t} touched {tt} counted {c}\r\n'
+                                for t, tt, c in secs))
+
+    def test_share_and_blocktime(self):
+        from harness import bench
+        with tempfile.TemporaryDirectory() as d:
+            # switch after t=2; 10 s after it at half the end's rate
+            self.write(d, [(1, 9, 100), (2, 9, 100)],
+                       [(t, 1, 50) for t in range(3, 13)] +
+                       [(t, 9, 100) for t in range(13, 31)],
+                       'apf on\ncounted 2600\ntouched 200\n'
+                       'postcopy_blocktime_ms 469\n'
+                       'postcopy_vcpu_blocktime_ms 522,759\n'
+                       'guest_parked -\n')
+            fig = bench.parse_apfg(d)
+        self.assertAlmostEqual(fig['counter_share'], 0.5)
+        self.assertEqual(fig['touched_after'], 10)
+        self.assertEqual(fig['postcopy_vcpu_blocktime_ms'], 1281)
+        self.assertEqual(fig['postcopy_blocktime_ms'], 469)
+        self.assertNotIn('guest_parked', fig)      # "-": not measured
+
+    def test_too_short(self):
+        from harness import bench
+        with tempfile.TemporaryDirectory() as d:
+            self.write(d, [(1, 9, 100)], [], 'apf off\n')
+            with self.assertRaises(common.Error):
+                bench.parse_apfg(d)

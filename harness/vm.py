@@ -16,6 +16,8 @@ LIST = os.path.join(TESTS, 'kvm-selftests.list')
 RUNNER = os.path.join(TESTS, 'run-kvm-selftests.sh')
 PATTERNS = os.path.join(TESTS, 'splat-patterns')
 RUN_GUEST = os.path.join(TESTS, 'run-guest.sh')
+APF_POSTCOPY = os.path.join(TESTS, 'apf-postcopy.sh')
+L1_VMM = os.path.join(TESTS, 'l1-vmm.sh')
 GUEST_INIT = os.path.join(TESTS, 'guest-init.sh')
 
 MODES = {
@@ -134,6 +136,8 @@ def make_package(selftests, dest, listfile=LIST, base=False, guest=None):
         gdir = os.path.join(kdir, GUEST_DIR)
         os.makedirs(gdir)
         for src, name in ((RUN_GUEST, 'run-guest.sh'),
+                          (APF_POSTCOPY, 'apf-postcopy.sh'),
+                          (L1_VMM, 'l1-vmm.sh'),
                           (GUEST_INIT, 'guest-init.sh'),
                           (guest[0], 'Image'),
                           (guest[1], 'initramfs.cpio')):
@@ -179,11 +183,15 @@ L1_APPLETS = (
     'sync', 'uname', 'tee', 'mkdir', 'grep', 'awk', 'sed', 'cut', 'tr',
     'tail', 'wc', 'date', 'timeout', 'dirname', 'basename', 'sleep', 'cp',
     'rm', 'env', 'free', 'ps', 'head', 'sort', 'true', 'false', 'test', '[',
-    'pwd', 'cmp', 'diff', 'find', 'xargs', 'nproc', 'chroot', 'kill')
+    'pwd', 'cmp', 'diff', 'find', 'xargs', 'nproc', 'chroot', 'kill',
+    'mkfifo')
 
 
-def busybox_initramfs(dest, init_text, applets):
-    """An initramfs cpio: static arm64 busybox, its applets, /init."""
+def busybox_initramfs(dest, init_text, applets, extra=None):
+    """An initramfs cpio: static arm64 busybox, its applets, /init.
+
+    extra maps paths in the initramfs (bin/apf-work) to files to copy.
+    """
     bb = os.path.join(deps.arm64_package('busybox-static'), 'bin', 'busybox')
     root = dest + '.d'
     shutil.rmtree(root, ignore_errors=True)
@@ -196,6 +204,8 @@ def busybox_initramfs(dest, init_text, applets):
     # busybox --install needs to run on arm64; make the links here instead.
     for applet in applets:
         os.symlink('busybox', os.path.join(root, 'bin', applet))
+    for path, src in (extra or {}).items():
+        shutil.copy2(src, os.path.join(root, path))
     with open(dest, 'wb') as out:
         find = subprocess.Popen(['find', '.', '-print0'], cwd=root,
                                 stdout=subprocess.PIPE)

@@ -7,7 +7,7 @@
 # run-guest.sh reads CHECKS to know which results to expect: each name
 # has a function check_<name> (dashes as underscores) that prints a
 # detail and returns 0 for a pass.
-CHECKS="boot cpus kvm-services cpu-hotplug vtimer sdei-probe sdei-signal-each-cpu sdei-signal-other-cpu sdei-pending-until-enabled"
+CHECKS="boot cpus kvm-services cpu-hotplug vtimer sdei-probe sdei-signal-each-cpu sdei-signal-other-cpu sdei-pending-until-enabled apf-enabled"
 export PATH=/bin:/sbin
 
 mount -t proc proc /proc
@@ -103,6 +103,62 @@ check_sdei_signal_other_cpu() {
 check_sdei_pending_until_enabled() {
 	kunit_case sdei_test_pending_until_enabled
 }
+
+# Async PF (series, part apf-guest): the guest found KVM's service and
+# enabled it on every CPU (CONFIG_KVM_GUEST, arch/arm64/kernel/kvm.c).
+check_apf_enabled() {
+	line=$(dmesg | grep -m1 'kvm-guest: asynchronous page faults')
+	f=/sys/kernel/debug/kvm_async_pf
+	[ -r $f ] || {
+		echo "${line:-no \"kvm-guest: asynchronous page faults\" in dmesg}; no $f"
+		return 1
+	}
+	cpus=$(awk '$1 == "cpus_enabled" { print $2 }' $f)
+	echo "$line; cpus_enabled $cpus"
+	[ "$cpus" = "$(nproc)" ]
+}
+
+# The async PF workload instead of the checks, when the L1 side asks
+# for it (tests/apf-postcopy.sh):
+# apf.work=MiB,seconds,readers,counters[,hotplug].  With hotplug 1, cpu1
+# goes offline and online again every 3 s meanwhile, parked tasks or
+# not.  The counters go out as "guest-apf: <name> <value>" lines.
+run_apf_work() {
+	echo "guest: apf-work $1"
+	# shellcheck disable=SC2046 # the numbers, as arguments
+	set -- $(echo "$1" | tr , ' ')
+	apf-work -m "$1" -s "$2" -t "$3" -c "$4" &
+	work=$!
+	flips=0
+	if [ "${5:-0}" = 1 ]; then
+		while kill -0 $work 2>/dev/null; do
+			sleep 2
+			echo 0 >/sys/devices/system/cpu/cpu1/online &&
+				sleep 1 &&
+				echo 1 >/sys/devices/system/cpu/cpu1/online &&
+				flips=$((flips + 1))
+		done
+	fi
+	wait $work
+	echo "guest: apf-work exit $?"
+	echo "guest-apf: cpu1_offline_online $flips"
+	f=/sys/kernel/debug/kvm_async_pf
+	if [ -r $f ]; then
+		sed 's/^/guest-apf: /' $f
+	else
+		echo "guest-apf: none"
+	fi
+}
+
+work=$(sed -n 's/.*apf\.work=\([0-9,]*\).*/\1/p' /proc/cmdline)
+if [ -n "$work" ]; then
+	run_apf_work "$work"
+	echo "guest: dmesg follows"
+	dmesg
+	echo "guest: dmesg ends"
+	sync
+	poweroff -f
+fi
 
 echo "guest: init reached"
 echo "TAP version 13"

@@ -40,12 +40,9 @@ if [ -n "$VMM_ROOT" ]; then
 		exit 1
 	fi
 	root=$VMM_ROOT
-	mount --bind /dev "$root/dev" &&
-	mount -t proc proc "$root/proc" &&
-	mount -t sysfs sys "$root/sys" &&
-	mount -t tmpfs tmp "$root/tmp" &&
-	mount --bind "$here" "$root/guest" &&
-	mount --bind "$out" "$root/out" || exit 1
+	# shellcheck source-path=SCRIPTDIR source=l1-vmm.sh
+	. "$here/l1-vmm.sh"
+	vmm_mount "$root" "$here" "$out" || exit 1
 	run="chroot $root"
 	qemu=/usr/bin/qemu-system-aarch64
 	gdir=/guest
@@ -80,9 +77,7 @@ timeout -s KILL "$tmo" $run $qemu "$@" \
 	>"$out/qemu.log" 2>&1 </dev/null
 rc=$?
 took=$(( $(date +%s) - start ))
-if [ -n "$VMM_ROOT" ]; then
-	for m in out guest tmp sys proc dev; do umount "$root/$m"; done
-fi
+[ -n "$VMM_ROOT" ] && vmm_umount "$root"
 
 tr -d '\r' <"$out/console.log" 2>/dev/null >"$out/console.txt"
 n=0
