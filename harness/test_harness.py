@@ -660,10 +660,11 @@ class ApfGuestBenchTest(unittest.TestCase):
     def test_share_and_blocktime(self):
         from harness import bench
         with tempfile.TemporaryDirectory() as d:
-            # switch after t=2; 10 s after it at half the end's rate
+            # switch during t=3 (the source printed up to t=2); the 10 s
+            # from t=4 at half the end's rate
             self.write(d, [(1, 9, 100), (2, 9, 100)],
-                       [(t, 1, 50) for t in range(3, 13)] +
-                       [(t, 9, 100) for t in range(13, 31)],
+                       [(3, 9, 100)] + [(t, 1, 50) for t in range(4, 14)] +
+                       [(t, 9, 100) for t in range(14, 31)],
                        'apf on\ncounted 2600\ntouched 200\n'
                        'postcopy_blocktime_ms 469\n'
                        'postcopy_vcpu_blocktime_ms 522,759\n'

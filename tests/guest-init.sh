@@ -107,10 +107,10 @@ check_sdei_pending_until_enabled() {
 # Async PF (series, part apf-guest): the guest found KVM's service and
 # enabled it on every CPU (CONFIG_KVM_GUEST, arch/arm64/kernel/kvm.c).
 check_apf_enabled() {
-	line=$(dmesg | grep -m1 'kvm-guest: asynchronous page faults')
-	f=/sys/kernel/debug/kvm_async_pf
+	line=$(dmesg | grep -m1 'kvm-guest: async PF')
+	f=/sys/kernel/debug/kvm_guest/async_pf
 	[ -r $f ] || {
-		echo "${line:-no \"kvm-guest: asynchronous page faults\" in dmesg}; no $f"
+		echo "${line:-no \"kvm-guest: async PF\" in dmesg}; no $f"
 		return 1
 	}
 	cpus=$(awk '$1 == "cpus_enabled" { print $2 }' $f)
@@ -142,7 +142,7 @@ run_apf_work() {
 	wait $work
 	echo "guest: apf-work exit $?"
 	echo "guest-apf: cpu1_offline_online $flips"
-	f=/sys/kernel/debug/kvm_async_pf
+	f=/sys/kernel/debug/kvm_guest/async_pf
 	if [ -r $f ]; then
 		sed 's/^/guest-apf: /' $f
 	else
