@@ -39,10 +39,14 @@ def show_apf(rundir):
     if len(runs) < 2:
         return
     print('    Async PF end to end: the guest postcopy-migrated between two '
-          'QEMUs in L1, a task reading 64 MiB at random and a task counting')
+          'QEMUs in L1, two tasks reading 64 MiB at random and two counting '
+          '(per second, each pair summed)')
+    print('      (on: the test entry also takes cpu1 offline and back every '
+          '3 s; make bench BENCH_PARTS=apf-guest compares without that, '
+          'over several boots)')
     for onoff in ('on', 'off'):
         print(f'      {onoff:3}: {runs[onoff][2]}')
-    print('      second   reader on  counter on   reader off  counter off')
+    print('      second  readers on counters on  readers off counters off')
     for t in sorted(set(runs['on'][1]) | set(runs['off'][1])):
         on = runs['on'][1].get(t, ('-', '-'))
         off = runs['off'][1].get(t, ('-', '-'))
@@ -55,7 +59,9 @@ def show_apf(rundir):
                       ('postcopy_vcpu_blocktime_ms', 'vCPU blocktime (ms)')):
         a, b = on.get(key), off.get(key)
         ratio = f'{a / b:.2f}x' if a is not None and b else 'n/a'
-        print(f'      {what}: on {a}, off {b}, on/off {ratio}')
+        a_s = f'{a:.0f}' if a is not None else 'n/a'
+        b_s = f'{b:.0f}' if b is not None else 'n/a'
+        print(f'      {what}: on {a_s}, off {b_s}, on/off {ratio}')
 
 
 def show_guest(rundir):
