@@ -24,7 +24,7 @@
 #                       second guest context while the first waits, on
 #                       against off (ROUNDS=3, VCPUS="1 2 4", SMP=2 L1
 #                       CPUs, BENCH_PARTS="time lockstat sdei apf
-#                       apf-guest"; results/bench/)
+#                       apf-guest apf-swap"; results/bench/)
 #   make check          the harness's own unit tests
 #   make fresh-check    ./kvm-series test on a short subset in a new
 #                       minimal Debian 12 root (FRESH_TESTS, FRESH_MODES)

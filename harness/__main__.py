@@ -287,9 +287,9 @@ def main(argv):
         elif args.cmd == 'bench':
             vcpus = parse_list(args.vcpus)
             parts = parse_list(os.environ.get('BENCH_PARTS') or
-                               'time lockstat sdei apf apf-guest',
+                               'time lockstat sdei apf apf-guest apf-swap',
                                ['time', 'lockstat', 'sdei', 'apf',
-                                'apf-guest'],
+                                'apf-guest', 'apf-swap'],
                                'BENCH_PARTS part')
             smp = os.environ.get('SMP') or '2'
             if args.rounds < 1 or not vcpus or not all(

@@ -18,7 +18,7 @@ from .vm import GUEST_INIT
 VMM = os.path.join(BUILD, 'vmm')
 VMM_ROOT = os.path.join(VMM, 'root')
 VMM_IMAGE = os.path.join(VMM, 'vmm.ext4')
-VMM_PACKAGES = ['qemu-system-arm']
+VMM_PACKAGES = ['qemu-system-arm', 'dmsetup']
 # Mount points QEMU's chroot needs inside L1; the image is read-only.
 CHROOT_DIRS = ('dev', 'proc', 'sys', 'tmp', 'guest', 'out')
 

@@ -682,3 +682,42 @@ class ApfGuestBenchTest(unittest.TestCase):
             self.write(d, [(1, 9, 100)], [], 'apf off\n')
             with self.assertRaises(common.Error):
                 bench.parse_apfg(d)
+
+
+class ApfSwapBenchTest(unittest.TestCase):
+    """parse_apfs: the figures of one tests/apf-swap.sh run."""
+
+    def write(self, d, secs, result):
+        with open(os.path.join(d, 'result'), 'w') as f:
+            f.write(result)
+        with open(os.path.join(d, 'console-vm.log'), 'w') as f:
+            f.write(''.join(f'apf-work: t={t} touched {tt} counted {c} '
+                            f'at {at:.3f}\r\n' for t, tt, c, at in secs))
+
+    def test_rates_use_the_times_printed(self):
+        from harness import bench
+        with tempfile.TemporaryDirectory() as d:
+            # 100 counts/s before the squeeze (t=5-6); after it, t=8 is
+            # printed 3 s late and t=9 at once: the window t=9..12 spans
+            # t=8's time to t=12's, 4.01 s, with 198 counts and 6 pages
+            secs = [(t, 50, 100, t) for t in range(1, 6)]
+            secs += [(6, 5, 10, 6), (7, 5, 10, 7), (8, 1, 30, 10),
+                     (9, 0, 0, 10.01)]
+            secs += [(t, 8 // 3, 200 // 3, 10.01 + (t - 9) * 4 / 3)
+                     for t in range(10, 13)]
+            self.write(d, secs, 'apf on\nseconds 12\nt_squeeze_from 6\n'
+                       't_squeeze_done 7\nguest_parked 5\n')
+            fig = bench.parse_apfs(d)
+        self.assertAlmostEqual(fig['counter_share'], (198 / 4.01) / 100)
+        self.assertAlmostEqual(fig['touched_rate'], 6 / 4.01)
+        self.assertAlmostEqual(fig['work_rate'],
+                               198 / 4.01 * 65536 + 6 / 4.01 * 64)
+        self.assertEqual(fig['guest_parked'], 5)
+
+    def test_missing_squeeze(self):
+        from harness import bench
+        with tempfile.TemporaryDirectory() as d:
+            self.write(d, [(1, 9, 100, 1.0)], 'apf off\nseconds 1\n'
+                       't_squeeze_from -\n')
+            with self.assertRaises(common.Error):
+                bench.parse_apfs(d)

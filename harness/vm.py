@@ -18,6 +18,8 @@ PATTERNS = os.path.join(TESTS, 'splat-patterns')
 RUN_GUEST = os.path.join(TESTS, 'run-guest.sh')
 APF_POSTCOPY = os.path.join(TESTS, 'apf-postcopy.sh')
 L1_VMM = os.path.join(TESTS, 'l1-vmm.sh')
+APF_SWAP = os.path.join(TESTS, 'apf-swap.sh')
+APF_L1 = os.path.join(TESTS, 'apf-l1.sh')
 GUEST_INIT = os.path.join(TESTS, 'guest-init.sh')
 
 MODES = {
@@ -138,6 +140,8 @@ def make_package(selftests, dest, listfile=LIST, base=False, guest=None):
         for src, name in ((RUN_GUEST, 'run-guest.sh'),
                           (APF_POSTCOPY, 'apf-postcopy.sh'),
                           (L1_VMM, 'l1-vmm.sh'),
+                          (APF_SWAP, 'apf-swap.sh'),
+                          (APF_L1, 'apf-l1.sh'),
                           (GUEST_INIT, 'guest-init.sh'),
                           (guest[0], 'Image'),
                           (guest[1], 'initramfs.cpio')):
@@ -184,7 +188,7 @@ L1_APPLETS = (
     'tail', 'wc', 'date', 'timeout', 'dirname', 'basename', 'sleep', 'cp',
     'rm', 'env', 'free', 'ps', 'head', 'sort', 'true', 'false', 'test', '[',
     'pwd', 'cmp', 'diff', 'find', 'xargs', 'nproc', 'chroot', 'kill',
-    'mkfifo')
+    'mkfifo', 'mkswap', 'swapon', 'swapoff', 'rmdir')
 
 
 def busybox_initramfs(dest, init_text, applets, extra=None):

@@ -65,60 +65,13 @@ root=$VMM_ROOT
 . "$here/l1-vmm.sh"
 vmm_mount "$root" "$here" "$out" || exit 1
 
-# Both ends alike but for the console file, the monitor, -incoming.
-qemu() {
-	side=$1
-	shift
-	mkfifo "$root/tmp/$side.in" "$root/tmp/$side.out" || return 1
-	cat "$root/tmp/$side.out" >"$out/monitor-$side.log" &
-	timeout -s KILL "$tmo" chroot "$root" /usr/bin/qemu-system-aarch64 \
-		-M virt,gic-version=3 -accel kvm -cpu host -smp 2 -m 512M \
-		-nodefaults -nic none -display none -serial none -no-reboot \
-		-kernel /guest/Image -initrd /guest/initramfs.cpio \
-		-append "console=hvc0 quiet nowatchdog panic=-1 rdinit=/init apf.work=64,$secs,$readers,$counters,$hotplug $extra" \
-		-device virtio-serial-device -device virtconsole,chardev=con \
-		-chardev file,id=con,path="/out/console-$side.log" \
-		-monitor pipe:/tmp/"$side" "$@" \
-		>"$out/qemu-$side.log" 2>&1 </dev/null &
-}
-
-# A monitor command; never blocks on a QEMU that is gone.
-hmp() {
-	# shellcheck disable=SC2016 # expanded by the inner shell
-	timeout 5 sh -c 'echo "$1" >"$2"' hmp "$2" "$root/tmp/$1.in"
-}
-
-# Until a line matching $2 is in file $1, or $3 seconds pass.
-wait_for() {
-	n=0
-	while ! grep -q "$2" "$1" 2>/dev/null; do
-		[ $n -ge "$3" ] && return 1
-		sleep 1
-		n=$((n + 1))
-	done
-}
-
-# KVM's async PF counters of each VM (debugfs, <pid>-<fd>/), as
-# "<side>_<stat> <value>": dst is the QEMU started with -incoming.
-host_stats() {
-	for d in /sys/kernel/debug/kvm/*-*; do
-		[ -d "$d" ] || continue
-		pid=${d##*/}
-		pid=${pid%%-*}
-		side=src
-		grep -q incoming "/proc/$pid/cmdline" 2>/dev/null && side=dst
-		for s in apf_not_present apf_ready apf_cancelled \
-			 apf_ready_dropped apf_sync_inflight apf_sync_slots \
-			 apf_sync_sdei apf_sync_irq apf_sync_kernel; do
-			echo "${side}_$s $(cat "$d/$s" 2>/dev/null || echo -)"
-		done
-	done
-}
+# shellcheck source-path=SCRIPTDIR source=apf-l1.sh
+. "$here/apf-l1.sh"
 
 start=$(date +%s)
-qemu dst -incoming unix:/tmp/mig.sock
+l2_qemu dst 64 -incoming unix:/tmp/mig.sock
 dst=$!
-qemu src
+l2_qemu src 64
 src=$!
 
 ready=0
@@ -142,7 +95,7 @@ fi
 # powers off, and takes its VM's counters with it.
 done_src=0
 while [ $ready = 1 ] && kill -0 $dst 2>/dev/null; do
-	host_stats >"$out/host-stats.tmp"
+	kvm_apf_stats dst >"$out/host-stats.tmp"
 	grep -q '^dst_' "$out/host-stats.tmp" &&
 		mv "$out/host-stats.tmp" "$out/host-stats"
 	if [ $done_src = 0 ]; then
@@ -163,29 +116,6 @@ wait
 took=$(( $(date +%s) - start ))
 vmm_umount "$root"
 
-con="$out/console-dst.log"
-tr -d '\r' <"$con" >"$out/console.txt" 2>/dev/null
-field() {
-	sed -n "s/.*apf-work: result.* $1 \([0-9]*\).*/\1/p" "$out/console.txt" | head -n 1
-}
-gstat() {
-	sed -n "s/^guest-apf: $1 \([0-9]*\)/\1/p" "$out/console.txt" | head -n 1
-}
-hstat() {
-	sed -n "s/^dst_$1 \([0-9-]*\)/\1/p" "$out/host-stats" 2>/dev/null
-}
-touched=$(field touched)
-counted=$(field counted)
-bad=$(field bad)
-g_np=$(gstat not_present)
-g_ready=$(gstat ready)
-g_all=$(gstat wake_all)
-g_parked=$(gstat parked)
-g_offline=$(gstat woken_offline)
-g_flips=$(gstat cpu1_offline_online)
-h_np=$(hstat apf_not_present)
-h_ready=$(hstat apf_ready)
-h_cancel=$(hstat apf_cancelled)
 # "Postcopy Blocktime (ms): N", "Postcopy vCPU Blocktime: [a, b]"
 btime=$(tr -d '\r' <"$out/monitor-dst.log" |
 	sed -n 's/.*[Pp]ostcopy [Bb]locktime[^:]*: *\([0-9][0-9]*\).*/\1/p' |
@@ -195,58 +125,19 @@ vbtime=$(tr -d '\r' <"$out/monitor-dst.log" |
 	tail -n 1 | tr -d '[] ')
 {
 	echo "apf $apf"
-	echo "seconds $secs"
-	echo "touched ${touched:--}"
-	echo "counted ${counted:--}"
-	echo "bad ${bad:--}"
-	echo "guest_not_present ${g_np:--}"
-	echo "guest_ready ${g_ready:--}"
-	echo "guest_wake_all ${g_all:--}"
-	echo "guest_parked ${g_parked:--}"
-	echo "guest_woken_offline ${g_offline:--}"
-	echo "guest_cpu1_offline_online ${g_flips:--}"
-	echo "host_not_present ${h_np:--}"
-	echo "host_ready ${h_ready:--}"
-	echo "host_cancelled ${h_cancel:--}"
+	apf_figures "$out/console-dst.log" "$out/host-stats" dst
 	echo "postcopy_blocktime_ms ${btime:--}"
 	echo "postcopy_vcpu_blocktime_ms ${vbtime:--}"
 } >"$out/result"
 
-n=0
-failed=0
-check() {
-	n=$((n + 1))
-	if [ "$2" = 0 ]; then
-		echo "ok $n $1 # $3"
-	else
-		echo "not ok $n $1 # $3"
-		failed=$((failed + 1))
-	fi
-}
 {
 	[ $ready = 1 ]; check workload-started $? \
 		"apf-work ready on the source after ${took_ready}s"
 	grep -q 'Migration status: completed' "$out/monitor-src.log"
 	check migrated $? "$(grep 'Migration status' "$out/monitor-src.log" | tail -n 1 | tr -d '\r'); postcopy from ${t_switch:+$((t_switch - start))}s"
-	[ -n "$bad" ] && [ "$bad" = 0 ]
-	check data $? "every word of every page right after the switch: bad ${bad:-none} of ${touched:-?} pages read and the final sweep"
-	if [ "$apf" = on ]; then
-		[ -n "$g_np" ] && [ "$g_np" -gt 0 ] &&
-			[ "${g_parked:-0}" -gt 0 ] &&
-			[ "$g_np" = $((h_np - h_cancel)) ] &&
-			[ $((g_ready + g_all)) = "$h_ready" ]
-		check async-pf $? "guest: not_present ${g_np:--}, ready ${g_ready:--}, wake_all ${g_all:--}, parked ${g_parked:--}; KVM on the destination: apf_not_present ${h_np:--} (cancelled ${h_cancel:--}), apf_ready ${h_ready:--}"
-	else
-		[ "$g_np" = "" ] && [ "$h_np" = 0 ]
-		check async-pf-off $? "no-kvmapf: guest counters ${g_np:-none}, KVM on the destination: apf_not_present ${h_np:--}"
-	fi
-	if [ $hotplug = 1 ]; then
-		[ "${g_flips:-0}" -gt 0 ] && [ -n "$bad" ]
-		check cpu-hotplug $? "cpu1 offline and back ${g_flips:-0} times during the run, ${g_offline:--} parked tasks woken by it; every task finished"
-	fi
-	grep -q '^guest: dmesg ends' "$out/console.txt"
+	apf_checks "$apf"
+	[ $powered_off = 0 ]
 	check poweroff $? "the guest powered off after ${took}s; blocktime ${btime:--} ms, vCPUs ${vbtime:--} ms"
 } >"$out/checks.tap"
-rm -f "$out/console.txt"
 cat "$out/checks.tap"
 [ $failed -eq 0 ]

@@ -8,7 +8,9 @@
  * It fills the array (each 8-byte word of page p holds p * 512 + i, so
  * every page has a known checksum), says "apf-work: ready" on stdout
  * and works for -s seconds, printing each second what the touchers and
- * the counters did in it.  Then it checks every word of every page and
+ * the counters did in it and when it looked (seconds since the start:
+ * this thread's own faults can delay it).  Then it checks every word of
+ * every page and
  * prints one "apf-work: result" line.  The host side makes the array
  * slow to reach while this runs (swap, or a postcopy migration).
  *
@@ -141,8 +143,9 @@ int main(int argc, char *argv[])
 			usleep(20000);
 		t = sum(touchers, nt);
 		c = sum(counters, nc);
-		printf("apf-work: t=%d touched %lu counted %lu\n", s,
-		       (unsigned long)(t - t_prev), (unsigned long)(c - c_prev));
+		printf("apf-work: t=%d touched %lu counted %lu at %.3f\n", s,
+		       (unsigned long)(t - t_prev), (unsigned long)(c - c_prev),
+		       now() - t0);
 		fflush(stdout);
 		t_prev = t;
 		c_prev = c;

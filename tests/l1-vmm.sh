@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=sh
 # Sourced by run-guest.sh and apf-postcopy.sh, on the L1 side: the
 # chroot in which Debian's arm64 QEMU runs ($VMM_ROOT, the harness's
 # read-only image).

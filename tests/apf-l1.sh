@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=sh disable=SC2154,SC2034 # callers set root, out...; read powered_off
+# Sourced by apf-postcopy.sh and apf-swap.sh, on the L1 side: what the
+# two async PF end-to-end scenarios share.  They set $root (the QEMU
+# chroot, mounted with vmm_mount), $out (the output directory), $tmo
+# (seconds before QEMU is killed), $secs, $readers, $counters, $hotplug
+# and $extra (more guest command line) before calling l2_qemu.
+
+# l2_qemu NAME MiB [QEMU ARGS...]: the series' kernel as the L2 guest
+# under the chroot's QEMU, in the background, running apf-work on a MiB
+# array (tests/guest-init.sh, apf.work=).  Its console goes to
+# $out/console-NAME.log, QEMU's own output to $out/qemu-NAME.log; HMP
+# commands go in through $root/tmp/NAME.in (see hmp) and their answers
+# to $out/monitor-NAME.log.
+l2_qemu() {
+	side=$1
+	mib=$2
+	shift 2
+	mkfifo "$root/tmp/$side.in" "$root/tmp/$side.out" || return 1
+	cat "$root/tmp/$side.out" >"$out/monitor-$side.log" &
+	timeout -s KILL "$tmo" chroot "$root" /usr/bin/qemu-system-aarch64 \
+		-M virt,gic-version=3 -accel kvm -cpu host -smp 2 -m 512M \
+		-nodefaults -nic none -display none -serial none -no-reboot \
+		-kernel /guest/Image -initrd /guest/initramfs.cpio \
+		-append "console=hvc0 quiet nowatchdog panic=-1 rdinit=/init apf.work=$mib,$secs,$readers,$counters,$hotplug $extra" \
+		-device virtio-serial-device -device virtconsole,chardev=con \
+		-chardev file,id=con,path="/out/console-$side.log" \
+		-monitor pipe:/tmp/"$side" "$@" \
+		>"$out/qemu-$side.log" 2>&1 </dev/null &
+}
+
+# hmp NAME COMMAND: a monitor command; never blocks on a QEMU that is
+# gone.
+hmp() {
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	timeout 5 sh -c 'echo "$1" >"$2"' hmp "$2" "$root/tmp/$1.in"
+}
+
+# wait_for FILE REGEX SECONDS: until a line of FILE matches, or SECONDS
+# pass (status 1).
+wait_for() {
+	n=0
+	while ! grep -q "$2" "$1" 2>/dev/null; do
+		[ $n -ge "$3" ] && return 1
+		sleep 1
+		n=$((n + 1))
+	done
+}
+
+# kvm_apf_stats NAME: KVM's async PF counters of the VM of l2_qemu NAME
+# (debugfs <pid>-<fd>/, the same values as the binary stats), as
+# "NAME_<stat> <value>" lines; nothing once the VM is gone.
+kvm_apf_stats() {
+	for d in /sys/kernel/debug/kvm/*-*; do
+		[ -d "$d" ] || continue
+		pid=${d##*/}
+		pid=${pid%%-*}
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null |
+			grep -q "console-$1\.log" || continue
+		for s in apf_not_present apf_ready apf_cancelled \
+			 apf_ready_dropped apf_sync_inflight apf_sync_slots \
+			 apf_sync_sdei apf_sync_irq apf_sync_kernel; do
+			echo "${1}_$s $(cat "$d/$s" 2>/dev/null || echo -)"
+		done
+	done
+}
+
+# apf_figures CONSOLE STATS PREFIX: what apf-work and the guest printed
+# on CONSOLE (its result line, "guest-apf:" counters) and KVM's counters
+# (kvm_apf_stats PREFIX lines in the file STATS), as "name value" lines
+# for $out/result.  Sets touched, counted, bad, g_np, g_ready, g_all,
+# g_parked, g_offline, g_flips, h_np, h_ready and h_cancel.
+apf_figures() {
+	tr -d '\r' <"$1" >"$out/console.txt" 2>/dev/null
+	field() {
+		sed -n "s/.*apf-work: result.* $1 \([0-9]*\).*/\1/p" \
+			"$out/console.txt" | head -n 1
+	}
+	gstat() {
+		sed -n "s/^guest-apf: $1 \([0-9]*\)/\1/p" "$out/console.txt" |
+			head -n 1
+	}
+	touched=$(field touched)
+	counted=$(field counted)
+	bad=$(field bad)
+	g_np=$(gstat not_present)
+	g_ready=$(gstat ready)
+	g_all=$(gstat wake_all)
+	g_parked=$(gstat parked)
+	g_offline=$(gstat woken_offline)
+	g_flips=$(gstat cpu1_offline_online)
+	h_np=$(sed -n "s/^${3}_apf_not_present \([0-9-]*\)/\1/p" "$2" 2>/dev/null)
+	h_ready=$(sed -n "s/^${3}_apf_ready \([0-9-]*\)/\1/p" "$2" 2>/dev/null)
+	h_cancel=$(sed -n "s/^${3}_apf_cancelled \([0-9-]*\)/\1/p" "$2" 2>/dev/null)
+	grep -q '^guest: dmesg ends' "$out/console.txt"
+	powered_off=$?
+	rm -f "$out/console.txt"
+	echo "seconds $secs"
+	echo "touched ${touched:--}"
+	echo "counted ${counted:--}"
+	echo "bad ${bad:--}"
+	echo "guest_not_present ${g_np:--}"
+	echo "guest_ready ${g_ready:--}"
+	echo "guest_wake_all ${g_all:--}"
+	echo "guest_parked ${g_parked:--}"
+	echo "guest_woken_offline ${g_offline:--}"
+	echo "guest_cpu1_offline_online ${g_flips:--}"
+	echo "host_not_present ${h_np:--}"
+	echo "host_ready ${h_ready:--}"
+	echo "host_cancelled ${h_cancel:--}"
+}
+
+n=0
+failed=0
+# check NAME STATUS COMMENT: one TAP line.
+check() {
+	n=$((n + 1))
+	if [ "$2" = 0 ]; then
+		echo "ok $n $1 # $3"
+	else
+		echo "not ok $n $1 # $3"
+		failed=$((failed + 1))
+	fi
+}
+
+# apf_checks APF: the checks both scenarios make once apf_figures ran:
+# data, async-pf (APF on) or async-pf-off, cpu-hotplug with $hotplug 1.
+apf_checks() {
+	[ -n "$bad" ] && [ "$bad" = 0 ]
+	check data $? "every word of every page right: bad ${bad:-none} of ${touched:-?} pages read and the final sweep"
+	if [ "$1" = on ]; then
+		[ -n "$g_np" ] && [ "$g_np" -gt 0 ] &&
+			[ "${g_parked:-0}" -gt 0 ] &&
+			[ "$g_np" = $((h_np - h_cancel)) ] &&
+			[ $((g_ready + g_all)) = "$h_ready" ]
+		check async-pf $? "guest: not_present ${g_np:--}, ready ${g_ready:--}, wake_all ${g_all:--}, parked ${g_parked:--}; KVM: apf_not_present ${h_np:--} (cancelled ${h_cancel:--}), apf_ready ${h_ready:--}"
+	else
+		[ "$g_np" = "" ] && [ "$h_np" = 0 ]
+		check async-pf-off $? "no-kvmapf: guest counters ${g_np:-none}, KVM: apf_not_present ${h_np:--}"
+	fi
+	if [ "$hotplug" = 1 ]; then
+		[ "${g_flips:-0}" -gt 0 ] && [ -n "$bad" ]
+		check cpu-hotplug $? "cpu1 offline and back ${g_flips:-0} times during the run, ${g_offline:--} parked tasks woken by it; every task finished"
+	fi
+}

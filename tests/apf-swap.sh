@@ -1,0 +1,240 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# Async page faults end to end, L1 side, the swap scenario: the series'
+# kernel as an L2 guest under stock QEMU/KVM, QEMU in a memory cgroup
+# that is squeezed well below what the guest uses while apf-work
+# (tests/apf-work.c) runs in it, with swap on a device slowed by
+# dm-delay (zram underneath, reads delayed).  Tasks read a large array
+# at random beside tasks that only count, as the first x86 async PF
+# posting measured: a read of a page that L1 swapped out takes the
+# delay.  With async PF the faulting task sleeps and the counter runs;
+# without (no-kvmapf), the vCPU waits.
+#
+# usage: apf-swap.sh [-a on|off] [-o OUTDIR] [-s SECONDS] [-t TIMEOUT]
+#                    [-r READERS] [-c COUNTERS] [-m MiB] [-l MiB]
+#                    [-d MS] [-b SECONDS] [-H]
+#   -a on|off   async PF in the guest (off: no-kvmapf); default on
+#   -o OUTDIR   default $KVM_SELFTEST_LOGDIR/guest-apf-swap[-off]
+#   -s SECONDS  how long apf-work runs after the guest is ready (40)
+#   -t TIMEOUT  seconds before QEMU is killed (600)
+#   -r READERS, -c COUNTERS  apf-work's tasks (2 and 2)
+#   -m MiB      apf-work's array (192; the guest has 512 MiB)
+#   -l MiB      QEMU's cgroup's memory.max once squeezed (128): about
+#               half of the array stays resident
+#   -d MS       dm-delay's delay of each swap read (10)
+#   -b SECONDS  apf-work runs this long before the squeeze (5): the
+#               rates when nothing faults
+#   -H          the guest takes cpu1 offline and back every 3 s meanwhile
+#
+# Results in OUTDIR/checks.tap, one line per check; the figures in
+# OUTDIR/result (one "name value" per line).  QEMU is found as by
+# run-guest.sh (VMM_ROOT), dmsetup in the same root.  Exit 0 when every
+# check passed, 1 otherwise, 2 when L1 lacks what the scenario needs
+# (the message says what), 4 (skip) without QEMU.
+
+here=$(cd "$(dirname "$0")" && pwd)
+apf=on
+secs=40
+tmo=600
+readers=2
+counters=2
+mib=192
+lim=128
+delay=10
+base=5
+hotplug=0
+out=
+while getopts "a:o:s:t:r:c:m:l:d:b:Hh" opt; do
+	case $opt in
+	a) apf=$OPTARG ;;
+	o) out=$OPTARG ;;
+	s) secs=$OPTARG ;;
+	t) tmo=$OPTARG ;;
+	r) readers=$OPTARG ;;
+	c) counters=$OPTARG ;;
+	m) mib=$OPTARG ;;
+	l) lim=$OPTARG ;;
+	d) delay=$OPTARG ;;
+	b) base=$OPTARG ;;
+	H) hotplug=1 ;;
+	*) sed -n 's/^# \{0,1\}//; 13,27p' "$0" >&2; exit 2 ;;
+	esac
+done
+for v in "$secs" "$tmo" "$readers" "$counters" "$mib" "$lim" "$delay" \
+	 "$base"; do
+	case $v in
+	'' | *[!0-9]*) echo "error: options take whole numbers, not '$v'" >&2
+		exit 2 ;;
+	esac
+done
+case $apf in
+on) name=guest-apf-swap; extra= ;;
+off) name=guest-apf-swap-off; extra=no-kvmapf ;;
+*) echo "error: -a on or -a off, not $apf" >&2; exit 2 ;;
+esac
+out=${out:-${KVM_SELFTEST_LOGDIR:-./logs}/$name}
+mkdir -p "$out" || exit 2
+out=$(cd "$out" && pwd)
+rm -f "$out"/*.log "$out/checks.tap" "$out/result" "$out/host-stats" \
+	"$out"/memory-stat-*
+
+if [ -z "$VMM_ROOT" ] || [ ! -x "$VMM_ROOT/usr/bin/qemu-system-aarch64" ]; then
+	echo "SKIP: no arm64 QEMU root (VMM_ROOT=$VMM_ROOT)"
+	exit 4
+fi
+root=$VMM_ROOT
+zram=/sys/block/zram0
+cg=/sys/fs/cgroup
+dm='apf-swap'
+need() {
+	echo "error: $*" >&2
+	exit 2
+}
+dmsetup=
+for p in sbin/dmsetup usr/sbin/dmsetup; do
+	[ -x "$root/$p" ] && dmsetup=/$p && break
+done
+[ -n "$dmsetup" ] ||
+	need "no dmsetup in $root: the harness's VMM root lists it (harness/guest.py VMM_PACKAGES)"
+[ -d $zram ] || need "no $zram: the L1 kernel needs CONFIG_ZRAM"
+grep -qw cgroup2 /proc/filesystems ||
+	need "no cgroup2 file system: the L1 kernel needs CONFIG_CGROUPS and CONFIG_MEMCG"
+for c in mkswap swapon swapoff; do
+	command -v $c >/dev/null || need "no $c on L1's PATH"
+done
+[ "$(wc -l </proc/swaps)" -le 1 ] ||
+	need "swap is already on in L1 ($(tail -n +2 /proc/swaps | cut -d' ' -f1)); this scenario owns L1's swap"
+
+# shellcheck source-path=SCRIPTDIR source=l1-vmm.sh
+. "$here/l1-vmm.sh"
+# shellcheck source-path=SCRIPTDIR source=apf-l1.sh
+. "$here/apf-l1.sh"
+
+# dm_table MS: dm-delay over zram, reads delayed by MS, writes not.
+dm_table() {
+	echo "0 $(cat $zram/size) delay /dev/zram0 0 $1 /dev/zram0 0 0"
+}
+dmsetup() {
+	chroot "$root" "$dmsetup" "$@"
+}
+# The L1 side undone, whatever was done of it.
+cleanup() {
+	[ -n "$dev" ] && swapoff "$dev" 2>/dev/null
+	dmsetup remove $dm 2>/dev/null
+	echo 1 >$zram/reset 2>/dev/null
+	rmdir "$cg/$dm" 2>/dev/null
+	vmm_umount "$root" 2>/dev/null
+}
+dev=
+vmm_mount "$root" "$here" "$out" || exit 1
+trap 'cleanup; exit 1' INT TERM
+# The last second apf-work reported.
+tnow() {
+	tr -d '\r' <"$out/console-vm.log" |
+		sed -n 's/^apf-work: t=\([0-9]*\) .*/\1/p' | tail -n 1
+}
+# A counter of QEMU's cgroup (memory.stat).
+cgstat() {
+	awk -v k="$1" '$1 == k { print $2 }' "$cg/$dm/memory.stat"
+}
+
+setup_ok=0
+{
+	echo 1 >$zram/reset &&
+	echo 1024M >$zram/disksize &&
+	dmsetup create $dm --table "$(dm_table "$delay")" &&
+	dev=/dev/$(dmsetup info -c --noheadings -o blkdevname $dm) &&
+	mkswap "$dev" >/dev/null &&
+	swapon "$dev" &&
+	{ grep -q "^[^ ]* $cg cgroup2" /proc/mounts ||
+		mount -t cgroup2 cgroup2 $cg; } &&
+	echo +memory >$cg/cgroup.subtree_control &&
+	{ [ -d "$cg/$dm" ] || mkdir "$cg/$dm"; } &&
+	echo max >"$cg/$dm/memory.max" &&
+	setup_ok=1
+} >"$out/setup.log" 2>&1
+if [ $setup_ok != 1 ]; then
+	cat "$out/setup.log" >&2
+	cleanup
+	need "could not set up swap on dm-delay over zram and the memory cgroup (above)"
+fi
+
+start=$(date +%s)
+# QEMU and its children in the cgroup; this shell back out of it.
+echo $$ >"$cg/$dm/cgroup.procs"
+l2_qemu vm "$mib"
+vm=$!
+echo $$ >$cg/cgroup.procs
+
+ready=0
+wait_for "$out/console-vm.log" 'apf-work: ready' $((tmo - 120)) && ready=1
+took_ready=$(( $(date +%s) - start ))
+squeezed=0
+if [ $ready = 1 ]; then
+	sleep "$base"
+	t_from=$(tnow)
+	used=$(cat "$cg/$dm/memory.current")
+	limit=$((lim * 1048576))
+	s0=$(date +%s)
+	echo $limit >"$cg/$dm/memory.max" && squeezed=1
+	t_done=$(tnow)
+	took_squeeze=$(( $(date +%s) - s0 ))
+	in0=$(cgstat pgmajfault)
+	cp "$cg/$dm/memory.stat" "$out/memory-stat-squeezed"
+fi
+
+# Until apf-work's last second: then no more delay and no more limit,
+# so that its final sweep of every page is quick.
+lifted=0
+swap_peak=0
+while [ $ready = 1 ] && kill -0 $vm 2>/dev/null; do
+	kvm_apf_stats vm >"$out/host-stats.tmp"
+	grep -q '^vm_' "$out/host-stats.tmp" &&
+		mv "$out/host-stats.tmp" "$out/host-stats"
+	s=$(cat "$cg/$dm/memory.swap.current" 2>/dev/null || echo 0)
+	[ "$s" -gt "$swap_peak" ] && swap_peak=$s
+	if [ $lifted = 0 ] && [ "$(tnow)" = "$secs" ]; then
+		in1=$(cgstat pgmajfault)
+		cp "$cg/$dm/memory.stat" "$out/memory-stat-end"
+		dmsetup suspend $dm && dmsetup load $dm --table "$(dm_table 0)" &&
+			dmsetup resume $dm
+		echo max >"$cg/$dm/memory.max"
+		lifted=1
+	fi
+	sleep 1
+done
+kill -9 $vm 2>/dev/null
+wait
+took=$(( $(date +%s) - start ))
+oom=$(awk '$1 == "oom_kill" { print $2 }' "$cg/$dm/memory.events" 2>/dev/null)
+cleanup
+trap - INT TERM
+
+{
+	echo "apf $apf"
+	apf_figures "$out/console-vm.log" "$out/host-stats" vm
+	echo "array_mib $mib"
+	echo "limit_mib $lim"
+	echo "delay_ms $delay"
+	echo "cgroup_used_bytes ${used:--}"
+	echo "cgroup_limit_bytes ${limit:--}"
+	echo "squeeze_seconds ${took_squeeze:--}"
+	echo "t_squeeze_from ${t_from:--}"
+	echo "t_squeeze_done ${t_done:--}"
+	echo "swap_peak_bytes $swap_peak"
+	echo "major_faults_during_run $(( ${in1:-0} - ${in0:-0} ))"
+	echo "oom_kill ${oom:--}"
+} >"$out/result"
+
+{
+	[ $ready = 1 ]; check workload-started $? \
+		"apf-work ready after ${took_ready}s"
+	[ $squeezed = 1 ] && [ "$swap_peak" -gt 0 ] &&
+		[ $(( ${in1:-0} - ${in0:-0} )) -gt 0 ] && [ "${oom:-1}" = 0 ]
+	check swapped $? "QEMU's cgroup limited to ${limit:-?} bytes, from ${used:-?} bytes in use, in ${took_squeeze:-?}s (apf-work seconds ${t_from:-?} to ${t_done:-?}); swap peak $swap_peak bytes, $(( ${in1:-0} - ${in0:-0} )) major faults in the cgroup (reads through dm-delay, ${delay} ms) while apf-work ran; oom_kill ${oom:--}"
+	apf_checks "$apf"
+	[ $powered_off = 0 ]
+	check poweroff $? "the guest powered off after ${took}s"
+} >"$out/checks.tap"
+cat "$out/checks.tap"
+[ $failed -eq 0 ]
