@@ -568,8 +568,10 @@ def parse_apfg(logdir):
     per_s, switch = {}, 0
     for side in ('src', 'dst'):
         path = os.path.join(logdir, f'console-{side}.log')
-        text = open(path, errors='replace').read() if os.path.exists(
-            path) else ''
+        text = ''
+        if os.path.exists(path):
+            with open(path, errors='replace') as f:
+                text = f.read()
         for m in APFG_SECOND.finditer(text):
             t = int(m.group(1))
             per_s[t] = (int(m.group(2)), int(m.group(3)))
@@ -588,8 +590,11 @@ def parse_apfg(logdir):
                     f'(t={switch}) with the end')
     fig['counter_share'] = statistics.mean(after) / statistics.mean(end)
     mon = os.path.join(logdir, 'monitor-src.log')
-    total = re.findall(r'total time: (\d+) ms', open(
-        mon, errors='replace').read() if os.path.exists(mon) else '')
+    text = ''
+    if os.path.exists(mon):
+        with open(mon, errors='replace') as f:
+            text = f.read()
+    total = re.findall(r'total time: (\d+) ms', text)
     if total:
         fig['migration_ms'] = float(total[-1])
     fig['touched_after'] = float(sum(per_s[t][0] for t in range(
@@ -723,8 +728,8 @@ def parse_apfs(logdir):
             key, _, val = line.strip().partition(' ')
             if val.isdigit():
                 fig[key] = float(val)
-    text = open(os.path.join(logdir, 'console-vm.log'),
-                errors='replace').read()
+    with open(os.path.join(logdir, 'console-vm.log'), errors='replace') as f:
+        text = f.read()
     sec = {int(m.group(1)): (int(m.group(2)), int(m.group(3)),
                              float(m.group(4)))
            for m in APFS_LINE.finditer(text)}
