@@ -14,7 +14,8 @@ ALL_MODES = ['vhe', 'nvhe', 'protected']
 # feature of the series that a guest can show.
 DEMO_TESTS = ['aarch64/arch_timer', 'aarch64/stage2_fault_stress_test_thp',
               'aarch64/vfio_normal_nc_test', 'guest', 'guest-apf-postcopy',
-              'guest-apf-postcopy-off']
+              'guest-apf-postcopy-off', 'guest-apf-swap',
+              'guest-apf-swap-off']
 
 
 def show_apf(rundir):
@@ -62,6 +63,50 @@ def show_apf(rundir):
         a_s = f'{a:.0f}' if a is not None else 'n/a'
         b_s = f'{b:.0f}' if b is not None else 'n/a'
         print(f'      {what}: on {a_s}, off {b_s}, on/off {ratio}')
+
+
+def show_apf_swap(rundir):
+    """Async PF end to end under swap, for make run: each second of
+    apf-work on beside off, and the ratios (harness/bench.py parse_apfs)."""
+    runs = {}
+    for onoff, name in bench.APFS_NAMES.items():
+        logdir = os.path.join(rundir, 'logs', name)
+        try:
+            fig = bench.parse_apfs(logdir)
+            with open(os.path.join(logdir, 'console-vm.log'), 'rb') as f:
+                text = f.read().decode('utf-8', 'replace')
+        except (OSError, Error):
+            return
+        per_s = {int(m.group(1)): (m.group(2), m.group(3))
+                 for m in bench.APFS_LINE.finditer(text)}
+        runs[onoff] = (fig, per_s)
+    if len(runs) < 2:
+        return
+    on, off = runs['on'][0], runs['off'][0]
+    print('    Async PF end to end, swap: QEMU\'s memory cgroup in L1 '
+          'limited to 128 MiB under a guest whose two tasks read 192 MiB at '
+          'random while two count; swap on dm-delay, 10 ms a read')
+    print(f'      limit set at second {on.get("t_squeeze_from", 0):.0f} '
+          f'(on) and {off.get("t_squeeze_from", 0):.0f} (off); per second, '
+          'each pair summed')
+    print('      second  readers on counters on  readers off counters off')
+    for t in sorted(set(runs['on'][1]) | set(runs['off'][1])):
+        a = runs['on'][1].get(t, ('-', '-'))
+        b = runs['off'][1].get(t, ('-', '-'))
+        print(f'      {t:6} {a[0]:>10} {a[1]:>11} {b[0]:>12} {b[1]:>12}')
+    for key, what, fmt in (
+            ('work_rate', 'total work per second (loop iterations)',
+             '{:.3g}'),
+            ('counter_share', 'counters over their rate before the limit',
+             '{:.2f}'),
+            ('touched_rate', 'readers\' pages per second', '{:.0f}')):
+        a, b = on.get(key), off.get(key)
+        ratio = f'{a / b:.2f}x' if a is not None and b else 'n/a'
+        print(f'      {what}: on {fmt.format(a)}, off {fmt.format(b)}, '
+              f'on/off {ratio}')
+    print(f'      not-present {on.get("guest_not_present", 0):.0f} for '
+          f'{on.get("major_faults_during_run", 0):.0f} major faults; one '
+          'run each: make bench BENCH_PARTS=apf-swap takes medians')
 
 
 def show_guest(rundir):
@@ -200,6 +245,7 @@ def cmd_run(args):
             print(f'    {ln}')
         show_guest(r.rundir)
         show_apf(r.rundir)
+        show_apf_swap(r.rundir)
         for name, status, detail in r.results:
             if name not in ('boot', 'kvm-init', 'kernel-log'):
                 print(f'    guest {name}: {status} {detail}')
