@@ -35,7 +35,7 @@
 
 PY := python3 -m harness
 export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS \
-	FRESH_MODES SMP BENCH_PARTS APF_GUEST_FLAVOUR
+	FRESH_MODES SMP BENCH_PARTS APF_GUEST_FLAVOUR APF_SWAP_DELAY_MS
 
 .PHONY: run test baseline deps tree export export-check check-series build \
 	package list check bench fresh-check defconfig-check defconfig-image

@@ -716,8 +716,17 @@ APFS_WORDS_PER_PAGE = 64     # apf-work reads one word per cache line
 APFS_LOOPS_PER_COUNT = 65536
 
 
+# dm-delay's delay of each swap read, APF_SWAP_DELAY_MS (10 by default,
+# as in make test).
+def apfs_delay():
+    val = os.environ.get('APF_SWAP_DELAY_MS') or '10'
+    if not val.isdigit() or not 0 < int(val) <= 1000:
+        raise Error(f'APF_SWAP_DELAY_MS={val}: milliseconds, 1 to 1000')
+    return int(val)
+
+
 def apfs_cmd(onoff):
-    return f'guest/apf-swap.sh -a {onoff} -t 540'
+    return f'guest/apf-swap.sh -a {onoff} -d {apfs_delay()} -t 540'
 
 
 def parse_apfs(logdir):
@@ -802,7 +811,8 @@ def apfs_report(raw, rounds, smp):
         f'{git(["rev-parse", "--short", "HEAD"], cwd=TOP).stdout.strip()}',
         'apf-work for 40 s: two tasks read a 192 MiB array at random, two '
         'count; 5 s in, QEMU\'s memory cgroup is limited to 128 MiB, swap '
-        'on dm-delay over zram (10 ms per read).',
+        f'on dm-delay over zram ({apfs_delay()} ms per read; '
+        'APF_SWAP_DELAY_MS).',
         'on: the guest uses async PF; off: booted with no-kvmapf (every '
         'swap-in holds its vCPU).',
         'goals (issue): total work at least 1.9x (x86 posting); the '
@@ -820,5 +830,7 @@ def apfs_report(raw, rounds, smp):
 
 
 def run_apf_swap(prepare, rounds, smp):
+    delay = apfs_delay()
     run_apf_pair(prepare, rounds, smp, 'apf-swap', APFS_NAMES, apfs_cmd,
-                 600, parse_apfs, 'async-pf-swap', apfs_report)
+                 600, parse_apfs, 'async-pf-swap' if delay == 10 else
+                 f'async-pf-swap-{delay}ms', apfs_report)
