@@ -602,13 +602,24 @@ def parse_apfg(logdir):
     return fig
 
 
-def apfg_report(raw, rounds, smp):
+def onoff_rows(raw, rows):
+    """Table lines of (key, label, format) rows: the medians over rounds
+    of raw[round]['on'|'off'][key], and on/off."""
     def med(onoff, key):
         vals = [r[onoff][key] for r in raw if r[onoff].get(key) is not None]
         return statistics.median(vals) if vals else None
+    out = []
+    for key, label, fmt in rows:
+        on, off = med('on', key), med('off', key)
+        ratio = f'{on / off:.2f}x' if on is not None and off else 'n/a'
+        out.append(f'{label:72} '
+                   f'{fmt.format(on) if on is not None else "n/a":>9} '
+                   f'{fmt.format(off) if off is not None else "n/a":>9} '
+                   f'{ratio:>8}')
+    return out
 
-    def ratio(a, b):
-        return f'{a / b:.2f}x' if a is not None and b else 'n/a'
+
+def apfg_report(raw, rounds, smp):
     rows = [
         ('counter_share', 'counters\' rate in 10 s from the 2nd after the '
          'switch / in the last 10 s', '{:.2f}'),
@@ -645,13 +656,7 @@ def apfg_report(raw, rounds, smp):
         '',
         f'{"figure":72} {"on":>9} {"off":>9} {"on/off":>8}',
     ]
-    for key, label, fmt in rows:
-        on, off = med('on', key), med('off', key)
-        lines.append(f'{label:72} '
-                     f'{fmt.format(on) if on is not None else "n/a":>9} '
-                     f'{fmt.format(off) if off is not None else "n/a":>9} '
-                     f'{ratio(on, off):>8}')
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines + onoff_rows(raw, rows)) + '\n'
 
 
 # The L1 kernel of the end-to-end benchmark: the debug flavour of make
@@ -778,12 +783,6 @@ def parse_apfs(logdir):
 
 
 def apfs_report(raw, rounds, smp):
-    def med(onoff, key):
-        vals = [r[onoff][key] for r in raw if r[onoff].get(key) is not None]
-        return statistics.median(vals) if vals else None
-
-    def ratio(a, b):
-        return f'{a / b:.2f}x' if a is not None and b else 'n/a'
     rows = [
         ('work_rate', 'total work per second, loop iterations (x86 '
          'posting\'s measure)', '{:.3g}'),
@@ -820,13 +819,7 @@ def apfs_report(raw, rounds, smp):
         '',
         f'{"figure":72} {"on":>9} {"off":>9} {"on/off":>8}',
     ]
-    for key, label, fmt in rows:
-        on, off = med('on', key), med('off', key)
-        lines.append(f'{label:72} '
-                     f'{fmt.format(on) if on is not None else "n/a":>9} '
-                     f'{fmt.format(off) if off is not None else "n/a":>9} '
-                     f'{ratio(on, off):>8}')
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines + onoff_rows(raw, rows)) + '\n'
 
 
 def run_apf_swap(prepare, rounds, smp):
