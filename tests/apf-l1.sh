@@ -69,7 +69,7 @@ kvm_apf_stats() {
 # on CONSOLE (its result line, "guest-apf:" counters) and KVM's counters
 # (kvm_apf_stats PREFIX lines in the file STATS), as "name value" lines
 # for $out/result.  Sets touched, counted, bad, g_np, g_ready, g_all,
-# g_parked, g_offline, g_flips, h_np, h_ready and h_cancel.
+# g_unread, g_parked, g_offline, g_flips, h_np, h_ready and h_cancel.
 apf_figures() {
 	tr -d '\r' <"$1" >"$out/console.txt" 2>/dev/null
 	field() {
@@ -86,6 +86,7 @@ apf_figures() {
 	g_np=$(gstat not_present)
 	g_ready=$(gstat ready)
 	g_all=$(gstat wake_all)
+	g_unread=$(gstat ready_unread)
 	g_parked=$(gstat parked)
 	g_offline=$(gstat woken_offline)
 	g_flips=$(gstat cpu1_offline_online)
@@ -102,6 +103,7 @@ apf_figures() {
 	echo "guest_not_present ${g_np:--}"
 	echo "guest_ready ${g_ready:--}"
 	echo "guest_wake_all ${g_all:--}"
+	echo "guest_ready_unread ${g_unread:--}"
 	echo "guest_parked ${g_parked:--}"
 	echo "guest_woken_offline ${g_offline:--}"
 	echo "guest_cpu1_offline_online ${g_flips:--}"
@@ -132,8 +134,8 @@ apf_checks() {
 		[ -n "$g_np" ] && [ "$g_np" -gt 0 ] &&
 			[ "${g_parked:-0}" -gt 0 ] &&
 			[ "$g_np" = $((h_np - h_cancel)) ] &&
-			[ $((g_ready + g_all)) = "$h_ready" ]
-		check async-pf $? "guest: not_present ${g_np:--}, ready ${g_ready:--}, wake_all ${g_all:--}, parked ${g_parked:--}; KVM: apf_not_present ${h_np:--} (cancelled ${h_cancel:--}), apf_ready ${h_ready:--}"
+			[ $((g_ready + g_all + ${g_unread:-0})) = "$h_ready" ]
+		check async-pf $? "guest: not_present ${g_np:--}, ready ${g_ready:--}, wake_all ${g_all:--}, ready_unread ${g_unread:--}, parked ${g_parked:--}; KVM: apf_not_present ${h_np:--} (cancelled ${h_cancel:--}), apf_ready ${h_ready:--}"
 	else
 		[ "$g_np" = "" ] && [ "$h_np" = 0 ]
 		check async-pf-off $? "no-kvmapf: guest counters ${g_np:-none}, KVM: apf_not_present ${h_np:--}"
