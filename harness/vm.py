@@ -261,9 +261,13 @@ def l1_command(image, initramfs, package, rundir, extra='', acc=None,
     """
     if acc is None:
         acc = ['-accel', 'tcg,thread=multi', '-cpu', 'max']
+    # One 1 GiB hugetlb page, which only a contiguous boot-time
+    # reservation can give: aarch64/stage2_fault_stress_test_1g maps it
+    # with a level 1 block and gives it back to L1 when it ends (-r).
     append = ' '.join(filter(None, [
         'console=ttyAMA0', 'panic=-1', 'log_buf_len=16M', 'rdinit=/init',
-        'transparent_hugepage=madvise', extra]))
+        'transparent_hugepage=madvise', 'hugepagesz=1G', 'hugepages=1',
+        extra]))
     # pci-testdev: a PCI device with a 4K memory BAR 0 and no driver in
     # L1, for the VFIO (no-IOMMU) Normal-NC test to assign.
     return ['qemu-system-aarch64',
