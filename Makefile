@@ -38,7 +38,8 @@ export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS \
 	FRESH_MODES SMP BENCH_PARTS APF_GUEST_FLAVOUR APF_SWAP_DELAY_MS
 
 .PHONY: run test baseline deps tree export export-check check-series build \
-	package list check bench fresh-check defconfig-check defconfig-image
+	package list check bench fresh-check defconfig-check defconfig-image \
+	kasan-test
 
 UNITTESTS := python3 -m unittest discover -s harness -p 'test_*.py' -t .
 
@@ -47,6 +48,18 @@ test:
 	@$(PY) deps
 	@$(UNITTESTS)
 	@$(PY) test
+
+# The stage-2 and Normal-NC tests on a host kernel with generic KASAN
+# (configs/kasan.config); TESTS= and MODES= as for test.
+KASAN_TESTS := aarch64/stage2_fault_stress_test \
+	aarch64/stage2_fault_stress_test_thp \
+	aarch64/stage2_fault_stress_test_2m \
+	aarch64/stage2_fault_stress_test_1g aarch64/stage2_table_leak_test \
+	aarch64/vfio_normal_nc_test access_tracking_perf_test \
+	kvm_page_table_test dirty_log_test
+kasan-test:
+	@$(PY) deps
+	@$(PY) test --flavour kasan --tests "$(or $(TESTS),$(KASAN_TESTS))"
 
 run baseline package list bench:
 	@$(PY) $@

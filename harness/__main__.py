@@ -176,7 +176,9 @@ def run_modes(args, base=False):
     names = parse_list(args.tests)
     tests = vm.select(names)        # unknown names fail before any build
     modes = parse_list(args.modes, ALL_MODES, 'KVM mode') or ALL_MODES
+    flavour = getattr(args, 'flavour', 'host')
     image, initramfs, package, label, vmm = prepare(base=base,
+                                                    flavour=flavour,
                                                     keep_going=base)
     if base:
         # Tests the series adds have no source in the base: leave them out
@@ -292,6 +294,10 @@ def main(argv):
         s = sub.add_parser(name)
         s.add_argument('--tests', default=os.environ.get('TESTS', ''))
         s.add_argument('--modes', default=os.environ.get('MODES', ''))
+        if name == 'test':
+            # make kasan-test: the same tests on a KASAN host kernel.
+            s.add_argument('--flavour', default='host',
+                           choices=['host', 'kasan'])
     sub.add_parser('package', help='static selftests + runner tarball')
     bn = sub.add_parser('bench', help='stage-2 fault benchmark, base vs '
                         'series')

@@ -12,6 +12,7 @@ FLAVOURS = {
     'perf': ['base.config', 'host.config'],
     'guest': ['base.config', 'guest.config'],     # the L2 Linux guest
     'lockstat': ['base.config', 'host.config', 'lockstat.config'],
+    'kasan': ['base.config', 'host.config', 'debug.config', 'kasan.config'],
 }
 
 
