@@ -54,7 +54,8 @@ esac
 out=${out:-${KVM_SELFTEST_LOGDIR:-./logs}/$name}
 mkdir -p "$out" || exit 2
 out=$(cd "$out" && pwd)
-rm -f "$out"/*.log "$out/checks.tap" "$out/result"
+rm -f "$out"/*.log "$out/checks.tap" "$out/result" "$out/host-stats" \
+	"$out/host-stats-dump" "$out/host-stats-src"
 
 if [ -z "$VMM_ROOT" ] || [ ! -x "$VMM_ROOT/usr/bin/qemu-system-aarch64" ]; then
 	echo "SKIP: no arm64 QEMU root (VMM_ROOT=$VMM_ROOT)"
@@ -98,9 +99,12 @@ while [ $ready = 1 ] && kill -0 $dst 2>/dev/null; do
 	kvm_apf_stats dst >"$out/host-stats.tmp"
 	grep -q '^dst_' "$out/host-stats.tmp" &&
 		mv "$out/host-stats.tmp" "$out/host-stats"
+	sample_at_dump dst "$out/console-dst.log"
 	if [ $done_src = 0 ]; then
 		hmp src "info migrate"
 		if grep -q 'Migration status: completed' "$out/monitor-src.log"; then
+			# The source's counters, final now that it stopped.
+			kvm_apf_stats src >"$out/host-stats-src"
 			hmp src quit
 			done_src=1
 		elif grep -q 'Migration status: failed' "$out/monitor-src.log"; then
@@ -125,7 +129,8 @@ vbtime=$(tr -d '\r' <"$out/monitor-dst.log" |
 	tail -n 1 | tr -d '[] ')
 {
 	echo "apf $apf"
-	apf_figures "$out/console-dst.log" "$out/host-stats" dst
+	apf_figures "$out/console-dst.log" "$out/host-stats" dst \
+		"$out/host-stats-src" src
 	echo "postcopy_blocktime_ms ${btime:--}"
 	echo "postcopy_vcpu_blocktime_ms ${vbtime:--}"
 } >"$out/result"

@@ -76,7 +76,7 @@ out=${out:-${KVM_SELFTEST_LOGDIR:-./logs}/$name}
 mkdir -p "$out" || exit 2
 out=$(cd "$out" && pwd)
 rm -f "$out"/*.log "$out/checks.tap" "$out/result" "$out/host-stats" \
-	"$out"/memory-stat-*
+	"$out/host-stats-dump" "$out"/memory-stat-*
 
 if [ -z "$VMM_ROOT" ] || [ ! -x "$VMM_ROOT/usr/bin/qemu-system-aarch64" ]; then
 	echo "SKIP: no arm64 QEMU root (VMM_ROOT=$VMM_ROOT)"
@@ -191,6 +191,7 @@ while [ $ready = 1 ] && kill -0 $vm 2>/dev/null; do
 	kvm_apf_stats vm >"$out/host-stats.tmp"
 	grep -q '^vm_' "$out/host-stats.tmp" &&
 		mv "$out/host-stats.tmp" "$out/host-stats"
+	sample_at_dump vm "$out/console-vm.log"
 	s=$(cat "$cg/$dm/memory.swap.current" 2>/dev/null || echo 0)
 	[ "$s" -gt "$swap_peak" ] && swap_peak=$s
 	if [ $lifted = 0 ] && [ "$(tnow)" = "$secs" ]; then

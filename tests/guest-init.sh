@@ -145,6 +145,12 @@ run_apf_work() {
 	f=/sys/kernel/debug/kvm_guest/async_pf
 	if [ -r $f ]; then
 		sed 's/^/guest-apf: /' $f
+		# KVM's counters are read in L1 between this dump and the
+		# next (tests/apf-l1.sh): what the guest does meanwhile,
+		# or after, cannot make the two sides disagree.
+		echo "guest: counters end"
+		sleep 6
+		sed 's/^/guest-apf-later: /' $f
 	else
 		echo "guest-apf: none"
 	fi
