@@ -714,6 +714,22 @@ class ApfSwapBenchTest(unittest.TestCase):
                                198 / 4.01 * 65536 + 6 / 4.01 * 64)
         self.assertEqual(fig['guest_parked'], 5)
 
+    def test_window_starts_after_the_squeeze_in_guest_time(self):
+        from harness import bench
+        with tempfile.TemporaryDirectory() as d:
+            # The squeeze takes 9 s from t=5 while the console lags:
+            # L1 saw t=6 when it ended.  Lines until at=16 (5 + 9 + 2)
+            # are still in the squeeze (1000 pages/s); the window is
+            # t=17..20, 10 pages/s and 300 counts/s.
+            secs = [(t, 1000, 100, t) for t in range(1, 17)]
+            secs += [(t, 10, 300, t) for t in range(17, 21)]
+            self.write(d, secs, 'apf on\nseconds 20\nt_squeeze_from 5\n'
+                       't_squeeze_done 6\nsqueeze_seconds 9\n')
+            fig = bench.parse_apfs(d)
+        self.assertAlmostEqual(fig['touched_rate'], 10)
+        self.assertAlmostEqual(fig['counter_share'], 3)
+        self.assertAlmostEqual(fig['window_s'], 4)
+
     def test_missing_squeeze(self):
         from harness import bench
         with tempfile.TemporaryDirectory() as d:

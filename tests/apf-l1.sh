@@ -19,7 +19,7 @@ l2_qemu() {
 	mkfifo "$root/tmp/$side.in" "$root/tmp/$side.out" || return 1
 	cat "$root/tmp/$side.out" >"$out/monitor-$side.log" &
 	timeout -s KILL "$tmo" chroot "$root" /usr/bin/qemu-system-aarch64 \
-		-M virt,gic-version=3 -accel kvm -cpu host -smp 2 -m 512M \
+		-M virt,gic-version=3 -accel kvm -cpu host -smp "${vcpus:-2}" -m 512M \
 		-nodefaults -nic none -display none -serial none -no-reboot \
 		-kernel /guest/Image -initrd /guest/initramfs.cpio \
 		-append "console=hvc0 quiet nowatchdog panic=-1 rdinit=/init apf.work=$mib,$secs,$readers,$counters,$hotplug $extra" \

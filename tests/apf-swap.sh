@@ -12,7 +12,7 @@
 #
 # usage: apf-swap.sh [-a on|off] [-o OUTDIR] [-s SECONDS] [-t TIMEOUT]
 #                    [-r READERS] [-c COUNTERS] [-m MiB] [-l MiB]
-#                    [-d MS] [-b SECONDS] [-H]
+#                    [-d MS] [-b SECONDS] [-v VCPUS] [-H]
 #   -a on|off   async PF in the guest (off: no-kvmapf); default on
 #   -o OUTDIR   default $KVM_SELFTEST_LOGDIR/guest-apf-swap[-off]
 #   -s SECONDS  how long apf-work runs after the guest is ready (40)
@@ -24,6 +24,7 @@
 #   -d MS       dm-delay's delay of each swap read (10)
 #   -b SECONDS  apf-work runs this long before the squeeze (5): the
 #               rates when nothing faults
+#   -v VCPUS    the guest's vCPUs (2; 1 leaves L1 a CPU of its own)
 #   -H          the guest takes cpu1 offline and back every 3 s meanwhile
 #
 # Results in OUTDIR/checks.tap, one line per check; the figures in
@@ -43,8 +44,9 @@ lim=128
 delay=10
 base=5
 hotplug=0
+vcpus=2
 out=
-while getopts "a:o:s:t:r:c:m:l:d:b:Hh" opt; do
+while getopts "a:o:s:t:r:c:m:l:d:b:v:Hh" opt; do
 	case $opt in
 	a) apf=$OPTARG ;;
 	o) out=$OPTARG ;;
@@ -56,17 +58,26 @@ while getopts "a:o:s:t:r:c:m:l:d:b:Hh" opt; do
 	l) lim=$OPTARG ;;
 	d) delay=$OPTARG ;;
 	b) base=$OPTARG ;;
+	v) vcpus=$OPTARG ;;
 	H) hotplug=1 ;;
-	*) sed -n 's/^# \{0,1\}//; 13,27p' "$0" >&2; exit 2 ;;
+	*) sed -n 's/^# \{0,1\}//; 13,28p' "$0" >&2; exit 2 ;;
 	esac
 done
 for v in "$secs" "$tmo" "$readers" "$counters" "$mib" "$lim" "$delay" \
-	 "$base"; do
+	 "$base" "$vcpus"; do
 	case $v in
 	'' | *[!0-9]*) echo "error: options take whole numbers, not '$v'" >&2
 		exit 2 ;;
 	esac
 done
+if [ "$vcpus" -lt 1 ] || [ "$vcpus" -gt 8 ]; then
+	echo "error: -v takes 1 to 8 vCPUs, not $vcpus" >&2
+	exit 2
+fi
+if [ $hotplug = 1 ] && [ "$vcpus" -lt 2 ]; then
+	echo "error: -H takes cpu1 offline: it needs -v 2 or more" >&2
+	exit 2
+fi
 case $apf in
 on) name=guest-apf-swap; extra= ;;
 off) name=guest-apf-swap-off; extra=no-kvmapf ;;
@@ -217,6 +228,7 @@ trap - INT TERM
 	echo "array_mib $mib"
 	echo "limit_mib $lim"
 	echo "delay_ms $delay"
+	echo "vcpus $vcpus"
 	echo "cgroup_used_bytes ${used:--}"
 	echo "cgroup_limit_bytes ${limit:--}"
 	echo "squeeze_seconds ${took_squeeze:--}"
