@@ -730,6 +730,26 @@ class ApfSwapBenchTest(unittest.TestCase):
         self.assertAlmostEqual(fig['counter_share'], 3)
         self.assertAlmostEqual(fig['window_s'], 4)
 
+    def test_quiet_run_uses_squeeze_at(self):
+        from harness import bench
+        with tempfile.TemporaryDirectory() as d:
+            # -q: sample lines only, the squeeze 5 s after ready and 6 s
+            # long: before is t=2..5 (100 counts/s), after starts at
+            # at >= 14 (5 + 6 + 3), t=15..20 (300 counts/s).
+            secs = [(t, 1000, 100, t) for t in range(1, 15)]
+            secs += [(t, 10, 300, t) for t in range(15, 21)]
+            with open(os.path.join(d, 'result'), 'w') as f:
+                f.write('apf on\nseconds 20\nsqueeze_at 5\n'
+                        'squeeze_seconds 6\n')
+            with open(os.path.join(d, 'console-vm.log'), 'w') as f:
+                f.write(''.join(f'apf-work: sample t={t} touched {tt} '
+                                f'counted {c} at {at:.3f}\r\n'
+                                for t, tt, c, at in secs))
+            fig = bench.parse_apfs(d)
+        self.assertAlmostEqual(fig['counter_share'], 3)
+        self.assertAlmostEqual(fig['touched_rate'], 10)
+        self.assertAlmostEqual(fig['window_s'], 6)
+
     def test_missing_squeeze(self):
         from harness import bench
         with tempfile.TemporaryDirectory() as d:

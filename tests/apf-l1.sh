@@ -22,7 +22,7 @@ l2_qemu() {
 		-M virt,gic-version=3 -accel kvm -cpu host -smp "${vcpus:-2}" -m 512M \
 		-nodefaults -nic none -display none -serial none -no-reboot \
 		-kernel /guest/Image -initrd /guest/initramfs.cpio \
-		-append "console=hvc0 quiet nowatchdog panic=-1 rdinit=/init apf.work=$mib,$secs,$readers,$counters,$hotplug $extra" \
+		-append "console=hvc0 quiet nowatchdog panic=-1 rdinit=/init apf.work=$mib,$secs,$readers,$counters,$hotplug,${quiet:-0} $extra" \
 		-device virtio-serial-device -device virtconsole,chardev=con \
 		-chardev file,id=con,path="/out/console-$side.log" \
 		-monitor pipe:/tmp/"$side" "$@" \

@@ -12,7 +12,7 @@
 #
 # usage: apf-swap.sh [-a on|off] [-o OUTDIR] [-s SECONDS] [-t TIMEOUT]
 #                    [-r READERS] [-c COUNTERS] [-m MiB] [-l MiB]
-#                    [-d MS] [-b SECONDS] [-v VCPUS] [-H]
+#                    [-d MS] [-b SECONDS] [-v VCPUS] [-q] [-H]
 #   -a on|off   async PF in the guest (off: no-kvmapf); default on
 #   -o OUTDIR   default $KVM_SELFTEST_LOGDIR/guest-apf-swap[-off]
 #   -s SECONDS  how long apf-work runs after the guest is ready (40)
@@ -25,6 +25,8 @@
 #   -b SECONDS  apf-work runs this long before the squeeze (5): the
 #               rates when nothing faults
 #   -v VCPUS    the guest's vCPUs (2; 1 leaves L1 a CPU of its own)
+#   -q          apf-work prints its seconds only at the end (benchmark:
+#               its printing thread waits for a QEMU squeezed into swap)
 #   -H          the guest takes cpu1 offline and back every 3 s meanwhile
 #
 # Results in OUTDIR/checks.tap, one line per check; the figures in
@@ -45,8 +47,9 @@ delay=10
 base=5
 hotplug=0
 vcpus=2
+quiet=0
 out=
-while getopts "a:o:s:t:r:c:m:l:d:b:v:Hh" opt; do
+while getopts "a:o:s:t:r:c:m:l:d:b:v:qHh" opt; do
 	case $opt in
 	a) apf=$OPTARG ;;
 	o) out=$OPTARG ;;
@@ -59,8 +62,9 @@ while getopts "a:o:s:t:r:c:m:l:d:b:v:Hh" opt; do
 	d) delay=$OPTARG ;;
 	b) base=$OPTARG ;;
 	v) vcpus=$OPTARG ;;
+	q) quiet=1 ;;
 	H) hotplug=1 ;;
-	*) sed -n 's/^# \{0,1\}//; 13,28p' "$0" >&2; exit 2 ;;
+	*) sed -n 's/^# \{0,1\}//; 13,30p' "$0" >&2; exit 2 ;;
 	esac
 done
 for v in "$secs" "$tmo" "$readers" "$counters" "$mib" "$lim" "$delay" \
@@ -179,7 +183,8 @@ echo $$ >$cg/cgroup.procs
 
 ready=0
 wait_for "$out/console-vm.log" 'apf-work: ready' $((tmo - 120)) && ready=1
-took_ready=$(( $(date +%s) - start ))
+r0=$(date +%s)
+took_ready=$(( r0 - start ))
 squeezed=0
 if [ $ready = 1 ]; then
 	sleep "$base"
@@ -187,6 +192,7 @@ if [ $ready = 1 ]; then
 	used=$(cat "$cg/$dm/memory.current")
 	limit=$((lim * 1048576))
 	s0=$(date +%s)
+	squeeze_at=$(( s0 - r0 ))
 	echo $limit >"$cg/$dm/memory.max" && squeezed=1
 	t_done=$(tnow)
 	took_squeeze=$(( $(date +%s) - s0 ))
@@ -205,7 +211,10 @@ while [ $ready = 1 ] && kill -0 $vm 2>/dev/null; do
 	sample_at_dump vm "$out/console-vm.log"
 	s=$(cat "$cg/$dm/memory.swap.current" 2>/dev/null || echo 0)
 	[ "$s" -gt "$swap_peak" ] && swap_peak=$s
-	if [ $lifted = 0 ] && [ "$(tnow)" = "$secs" ]; then
+	# apf-work's last second: its line, or (-q) the clock
+	if [ $lifted = 0 ] && { [ "$(tnow)" = "$secs" ] ||
+		{ [ $quiet = 1 ] &&
+		  [ "$(date +%s)" -ge $(( r0 + secs + 1 )) ]; }; }; then
 		in1=$(cgstat pgmajfault)
 		cp "$cg/$dm/memory.stat" "$out/memory-stat-end"
 		dmsetup suspend $dm && dmsetup load $dm --table "$(dm_table 0)" &&
@@ -232,6 +241,7 @@ trap - INT TERM
 	echo "cgroup_used_bytes ${used:--}"
 	echo "cgroup_limit_bytes ${limit:--}"
 	echo "squeeze_seconds ${took_squeeze:--}"
+	echo "squeeze_at ${squeeze_at:--}"
 	echo "t_squeeze_from ${t_from:--}"
 	echo "t_squeeze_done ${t_done:--}"
 	echo "swap_peak_bytes $swap_peak"

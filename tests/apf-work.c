@@ -10,11 +10,14 @@
  * and works for -s seconds, printing each second what the touchers and
  * the counters did in it and when it looked (seconds since the start:
  * this thread's own faults can delay it).  Then it checks every word of
- * every page and
- * prints one "apf-work: result" line.  The host side makes the array
+ * every page, prints the same per-second figures again as "apf-work:
+ * sample" lines and one "apf-work: result" line.  With -q it prints
+ * nothing while it works: the console is a virtio one that waits for
+ * QEMU, and a QEMU squeezed into swap holds up the printing thread for
+ * tens of seconds, so a benchmark's samples would come late.  The host side makes the array
  * slow to reach while this runs (swap, or a postcopy migration).
  *
- * usage: apf-work [-m MiB] [-s seconds] [-t touchers] [-c counters]
+ * usage: apf-work [-m MiB] [-s seconds] [-t touchers] [-c counters] [-q]
  * Exit 0 when every word read (during the run and in the final check)
  * was right, 1 on a wrong word, 2 on bad usage or no memory.
  */
@@ -30,6 +33,7 @@
 #define PAGE		4096UL
 #define WORDS		(PAGE / 8)
 #define MAX_THREADS	16
+#define MAX_SECONDS	3600
 
 static uint64_t *array;
 static uint64_t pages;
@@ -43,6 +47,12 @@ struct worker {
 } __attribute__((aligned(64)));
 
 static struct worker touchers[MAX_THREADS], counters[MAX_THREADS];
+
+/* What each second's look found: work done in it, and when. */
+static struct sample {
+	uint64_t touched, counted;
+	double at;
+} samples[MAX_SECONDS + 1];
 
 static double now(void)
 {
@@ -95,20 +105,21 @@ static uint64_t sum(struct worker *w, int n)
 
 int main(int argc, char *argv[])
 {
-	int mib = 64, secs = 20, nt = 1, nc = 1, opt, i, s;
+	int mib = 64, secs = 20, nt = 1, nc = 1, quiet = 0, opt, i, s;
 	uint64_t p, bad = 0, t_prev = 0, c_prev = 0, t_all, c_all;
 	double t0;
 
-	while ((opt = getopt(argc, argv, "m:s:t:c:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:s:t:c:q")) != -1) {
 		switch (opt) {
 		case 'm': mib = atoi(optarg); break;
 		case 's': secs = atoi(optarg); break;
 		case 't': nt = atoi(optarg); break;
 		case 'c': nc = atoi(optarg); break;
+		case 'q': quiet = 1; break;
 		default: goto usage;
 		}
 	}
-	if (mib < 1 || secs < 1 || nt < 1 || nt > MAX_THREADS || nc < 0 ||
+	if (mib < 1 || secs < 1 || secs > MAX_SECONDS || nt < 1 || nt > MAX_THREADS || nc < 0 ||
 	    nc > MAX_THREADS)
 		goto usage;
 
@@ -137,16 +148,22 @@ int main(int argc, char *argv[])
 
 	t0 = now();
 	for (s = 1; s <= secs; s++) {
+		struct sample *x = &samples[s];
 		uint64_t t, c;
 
 		while (now() < t0 + s)
 			usleep(20000);
 		t = sum(touchers, nt);
 		c = sum(counters, nc);
-		printf("apf-work: t=%d touched %lu counted %lu at %.3f\n", s,
-		       (unsigned long)(t - t_prev), (unsigned long)(c - c_prev),
-		       now() - t0);
-		fflush(stdout);
+		x->at = now() - t0;
+		x->touched = t - t_prev;
+		x->counted = c - c_prev;
+		if (!quiet) {
+			printf("apf-work: t=%d touched %lu counted %lu at %.3f\n",
+			       s, (unsigned long)x->touched,
+			       (unsigned long)x->counted, x->at);
+			fflush(stdout);
+		}
 		t_prev = t;
 		c_prev = c;
 	}
@@ -165,6 +182,10 @@ int main(int argc, char *argv[])
 		if (array[p] != p)
 			bad++;
 
+	for (s = 1; s <= secs; s++)
+		printf("apf-work: sample t=%d touched %lu counted %lu at %.3f\n",
+		       s, (unsigned long)samples[s].touched,
+		       (unsigned long)samples[s].counted, samples[s].at);
 	printf("apf-work: result seconds %d touched %lu counted %lu bad %lu pages %lu\n",
 	       secs, (unsigned long)t_all, (unsigned long)c_all,
 	       (unsigned long)bad, (unsigned long)pages);
@@ -172,7 +193,7 @@ int main(int argc, char *argv[])
 	return bad ? 1 : 0;
 
 usage:
-	fprintf(stderr, "usage: %s [-m MiB] [-s seconds] [-t touchers 1-%d] [-c counters 0-%d]\n",
-		argv[0], MAX_THREADS, MAX_THREADS);
+	fprintf(stderr, "usage: %s [-m MiB] [-s seconds 1-%d] [-t touchers 1-%d] [-c counters 0-%d] [-q]\n",
+		argv[0], MAX_SECONDS, MAX_THREADS, MAX_THREADS);
 	return 2;
 }

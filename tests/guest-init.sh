@@ -120,14 +120,17 @@ check_apf_enabled() {
 
 # The async PF workload instead of the checks, when the L1 side asks
 # for it (tests/apf-postcopy.sh):
-# apf.work=MiB,seconds,readers,counters[,hotplug].  With hotplug 1, cpu1
-# goes offline and online again every 3 s meanwhile, parked tasks or
-# not.  The counters go out as "guest-apf: <name> <value>" lines.
+# apf.work=MiB,seconds,readers,counters[,hotplug[,quiet]].  With hotplug
+# 1, cpu1 goes offline and online again every 3 s meanwhile, parked
+# tasks or not; with quiet 1, apf-work prints its seconds only at the
+# end (-q).  The counters go out as "guest-apf: <name> <value>" lines.
 run_apf_work() {
 	echo "guest: apf-work $1"
 	# shellcheck disable=SC2046 # the numbers, as arguments
 	set -- $(echo "$1" | tr , ' ')
-	apf-work -m "$1" -s "$2" -t "$3" -c "$4" &
+	q=
+	[ "${6:-0}" = 1 ] && q=-q
+	apf-work -m "$1" -s "$2" -t "$3" -c "$4" $q &
 	work=$!
 	flips=0
 	if [ "${5:-0}" = 1 ]; then
