@@ -35,7 +35,8 @@
 
 PY := python3 -m harness
 export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS \
-	FRESH_MODES SMP BENCH_PARTS APF_GUEST_FLAVOUR APF_SWAP_DELAY_MS
+	FRESH_MODES SMP BENCH_PARTS APF_GUEST_FLAVOUR APF_SWAP_DELAY_MS \
+	APF_SWAP_VCPUS
 
 .PHONY: run test baseline deps tree export export-check check-series build \
 	package list check bench fresh-check defconfig-check defconfig-image \
