@@ -545,12 +545,17 @@ def run_apf(prepare, rounds, smp):
 APFG_SECONDS = 30
 APFG_WINDOW = 10           # seconds after the switch, and at the end
 APFG_NAMES = {'on': 'guest-apf-postcopy', 'off': 'guest-apf-postcopy-off'}
-APFG_SECOND = re.compile(r'apf-work: t=(\d+) touched (\d+) counted (\d+)')
+APFG_SECOND = re.compile(
+    r'apf-work: (?:sample )?t=(\d+) touched (\d+) counted (\d+)')
 APFG_CHECKS = ('workload-started', 'migrated', 'data', 'poweroff')
 
 
+# apf-work runs quiet (-q) here too: its seconds come at the end, from
+# memory, so a printing task held up by the destination QEMU (it reads
+# the console's buffers from guest pages it may still lack) does not
+# hold up the sampling.
 def apfg_cmd(onoff):
-    return (f'guest/apf-postcopy.sh -a {onoff} -s {APFG_SECONDS} -t 840')
+    return (f'guest/apf-postcopy.sh -a {onoff} -s {APFG_SECONDS} -t 840 -q')
 
 
 def parse_apfg(logdir):
@@ -566,6 +571,7 @@ def parse_apfg(logdir):
             elif val.isdigit():
                 fig[key] = float(val)
     per_s, switch = {}, 0
+    sampled = False
     for side in ('src', 'dst'):
         path = os.path.join(logdir, f'console-{side}.log')
         text = ''
@@ -575,8 +581,13 @@ def parse_apfg(logdir):
         for m in APFG_SECOND.finditer(text):
             t = int(m.group(1))
             per_s[t] = (int(m.group(2)), int(m.group(3)))
+            sampled = sampled or 'sample' in m.group(0)
             if side == 'src':
                 switch = max(switch, t)
+    # A quiet run printed every second on the destination, at the end:
+    # the switch is then the one the L1 side timed (switch_at).
+    if sampled and 'switch_at' in fig:
+        switch = int(fig['switch_at'])
     # The first second on the destination also holds the source's last
     # moments before the switch: the window starts after it.
     first = switch + 2

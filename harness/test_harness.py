@@ -676,6 +676,25 @@ class ApfGuestBenchTest(unittest.TestCase):
         self.assertEqual(fig['postcopy_blocktime_ms'], 469)
         self.assertNotIn('guest_parked', fig)      # "-": not measured
 
+    def test_quiet_switch_from_l1(self):
+        # -q: every second on the destination at the end, as sample
+        # lines; the switch is the L1 side's switch_at (t=5), not the
+        # source's last line (none)
+        from harness import bench
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, 'result'), 'w') as f:
+                f.write('apf on\nswitch_at 5\n')
+            secs = [(t, 9, 100) for t in range(1, 7)] + \
+                [(t, 1, 25) for t in range(7, 17)] + \
+                [(t, 9, 100) for t in range(17, 31)]
+            with open(os.path.join(d, 'console-dst.log'), 'w') as f:
+                f.write(''.join(f'apf-work: sample t={t} touched {tt} '
+                                f'counted {c} at {t}.000\r\n'
+                                for t, tt, c in secs))
+            fig = bench.parse_apfg(d)
+        self.assertAlmostEqual(fig['counter_share'], 0.25)
+        self.assertEqual(fig['touched_after'], 10)
+
     def test_too_short(self):
         from harness import bench
         with tempfile.TemporaryDirectory() as d:
