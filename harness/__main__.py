@@ -69,33 +69,35 @@ def show_apf_swap(rundir):
     """Async PF end to end under swap, for make run: each second of
     apf-work on beside off, and the ratios (harness/bench.py parse_apfs)."""
     runs = {}
-    for onoff, name in bench.APFS_NAMES.items():
-        logdir = os.path.join(rundir, 'logs', name)
-        try:
-            fig = bench.parse_apfs(logdir)
+    dirs = {onoff: os.path.join(rundir, 'logs', name)
+            for onoff, name in bench.APFS_NAMES.items()}
+    try:
+        figs = bench.parse_apfs_pair(dirs)
+        for onoff, logdir in dirs.items():
             with open(os.path.join(logdir, 'console-vm.log'), 'rb') as f:
                 text = f.read().decode('utf-8', 'replace')
-        except (OSError, Error):
-            return
-        per_s = {int(m.group(1)): (m.group(2), m.group(3))
-                 for m in bench.APFS_LINE.finditer(text)}
-        runs[onoff] = (fig, per_s)
-    if len(runs) < 2:
+            per_s = {int(m.group(1)): (m.group(2), m.group(3))
+                     for m in bench.APFS_LINE.finditer(text)}
+            runs[onoff] = (figs[onoff], per_s)
+    except (OSError, Error):
         return
     on, off = runs['on'][0], runs['off'][0]
     print('    Async PF end to end, swap: QEMU\'s memory cgroup in L1 '
           'limited to 128 MiB under a guest whose two tasks read 192 MiB at '
           'random while two count; swap on dm-delay, 10 ms a read')
-    print(f'      limit set at second {on.get("t_squeeze_from", 0):.0f} '
-          f'(on) and {off.get("t_squeeze_from", 0):.0f} (off); per second, '
-          'each pair summed')
+    print(f'      limit set {on["squeeze_at"]:.1f} s (on) and '
+          f'{off["squeeze_at"]:.1f} s (off) after apf-work was ready; '
+          f'measured after it from second {on["window_from"]:.0f}; per '
+          'second, each pair summed')
     print('      second  readers on counters on  readers off counters off')
     for t in sorted(set(runs['on'][1]) | set(runs['off'][1])):
         a = runs['on'][1].get(t, ('-', '-'))
         b = runs['off'][1].get(t, ('-', '-'))
         print(f'      {t:6} {a[0]:>10} {a[1]:>11} {b[0]:>12} {b[1]:>12}')
     for key, what, fmt in (
-            ('work_rate', 'total work per second (loop iterations)',
+            ('work_rate_run', 'total work per second, whole run (loop '
+             'iterations)', '{:.3g}'),
+            ('work_rate', 'total work per second after the squeeze',
              '{:.3g}'),
             ('counter_share', 'counters over their rate before the limit',
              '{:.2f}'),

@@ -704,75 +704,80 @@ class ApfGuestBenchTest(unittest.TestCase):
 
 
 class ApfSwapBenchTest(unittest.TestCase):
-    """parse_apfs: the figures of one tests/apf-swap.sh run."""
+    """parse_apfs_pair: the figures of one boot's tests/apf-swap.sh runs."""
 
-    def write(self, d, secs, result):
+    def write(self, d, secs, result, sample=True):
+        os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, 'result'), 'w') as f:
             f.write(result)
         with open(os.path.join(d, 'console-vm.log'), 'w') as f:
-            f.write(''.join(f'apf-work: t={t} touched {tt} counted {c} '
-                            f'at {at:.3f}\r\n' for t, tt, c, at in secs))
+            f.write(''.join(f'apf-work: {"sample " if sample else ""}t={t} '
+                            f'touched {tt} counted {c} at {at:.3f}\r\n'
+                            for t, tt, c, at in secs))
 
     def test_rates_use_the_times_printed(self):
         from harness import bench
         with tempfile.TemporaryDirectory() as d:
-            # 100 counts/s before the squeeze (t=5-6); after it, t=8 is
-            # printed 3 s late and t=9 at once: the window t=9..12 spans
-            # t=8's time to t=12's, 4.01 s, with 198 counts and 6 pages
+            # 100 counts/s before the squeeze (at 5.5 s, 1 s long: seconds
+            # 2-4 measured); the window starts after the first line at or
+            # past 9.5 s: t=9, printed 3 s late at 10, and t=10 at once:
+            # t=10..12 span t=9's time to t=12's, 4.01 s, with 198 counts
+            # and 6 pages
             secs = [(t, 50, 100, t) for t in range(1, 6)]
-            secs += [(6, 5, 10, 6), (7, 5, 10, 7), (8, 1, 30, 10),
-                     (9, 0, 0, 10.01)]
-            secs += [(t, 8 // 3, 200 // 3, 10.01 + (t - 9) * 4 / 3)
-                     for t in range(10, 13)]
-            self.write(d, secs, 'apf on\nseconds 12\nt_squeeze_from 6\n'
-                       't_squeeze_done 7\nguest_parked 5\n')
+            secs += [(6, 5, 10, 6), (7, 5, 10, 7), (8, 1, 30, 8),
+                     (9, 0, 0, 10), (10, 0, 0, 10.01)]
+            secs += [(t, 2, 66, 10.01 + (t - 10) * 2) for t in (11, 12)]
+            secs[-1] = (12, 6, 198 - 66, 14.01)
+            self.write(d, secs, 'apf on\nseconds 12\nsqueeze_at 5.50\n'
+                       'squeeze_seconds 1.00\nguest_parked 5\n', False)
             fig = bench.parse_apfs(d)
         self.assertAlmostEqual(fig['counter_share'], (198 / 4.01) / 100)
-        self.assertAlmostEqual(fig['touched_rate'], 6 / 4.01)
+        self.assertAlmostEqual(fig['touched_rate'], 8 / 4.01)
         self.assertAlmostEqual(fig['work_rate'],
-                               198 / 4.01 * 65536 + 6 / 4.01 * 64)
+                               198 / 4.01 * 65536 + 8 / 4.01 * 64)
+        self.assertAlmostEqual(fig['window_s'], 4.01)
         self.assertEqual(fig['guest_parked'], 5)
 
-    def test_window_starts_after_the_squeeze_in_guest_time(self):
+    def test_one_window_for_both_runs(self):
+        # The off run's squeeze takes 10 s, the on run's 2: both are
+        # measured from the off run's first second at or past 5 + 10 + 3
+        # = 18 s, t=19..30; before t=19 every second is slow in both.
         from harness import bench
         with tempfile.TemporaryDirectory() as d:
-            # The squeeze takes 9 s from t=5 while the console lags:
-            # L1 saw t=6 when it ended.  Lines until at=16 (5 + 9 + 2)
-            # are still in the squeeze (1000 pages/s); the window is
-            # t=17..20, 10 pages/s and 300 counts/s.
-            secs = [(t, 1000, 100, t) for t in range(1, 17)]
-            secs += [(t, 10, 300, t) for t in range(17, 21)]
-            self.write(d, secs, 'apf on\nseconds 20\nt_squeeze_from 5\n'
-                       't_squeeze_done 6\nsqueeze_seconds 9\n')
-            fig = bench.parse_apfs(d)
-        self.assertAlmostEqual(fig['touched_rate'], 10)
-        self.assertAlmostEqual(fig['counter_share'], 3)
-        self.assertAlmostEqual(fig['window_s'], 4)
+            dirs = {'on': os.path.join(d, 'on'), 'off': os.path.join(d, 'off')}
+            for o, took, rate in (('on', 2, 300), ('off', 10, 50)):
+                secs = [(t, 100, 100, t) for t in range(1, 6)]
+                secs += [(t, 1, 1, t) for t in range(6, 19)]
+                secs += [(t, 10, rate, t) for t in range(19, 31)]
+                self.write(dirs[o], secs, f'apf {o}\nseconds 30\n'
+                           f'squeeze_at 5.00\nsqueeze_seconds {took}.00\n')
+            figs = bench.parse_apfs_pair(dirs)
+        for o, rate in (('on', 300), ('off', 50)):
+            self.assertEqual(figs[o]['window_from'], 19)
+            self.assertAlmostEqual(figs[o]['window_s'], 12)
+            self.assertAlmostEqual(figs[o]['counted_rate'], rate)
+            self.assertAlmostEqual(figs[o]['counter_share'], rate / 100)
+            self.assertAlmostEqual(figs[o]['touched_rate_run'],
+                                   (500 + 13 + 120) / 30)
 
-    def test_quiet_run_uses_squeeze_at(self):
+    def test_before_stays_clear_of_the_squeeze(self):
+        # Limit set 6.4 s after ready: second 6 (5-6 s) may already hold
+        # the reclaim (L1's clock and apf-work's differ by up to a
+        # second), so before is seconds 2-5 only
         from harness import bench
         with tempfile.TemporaryDirectory() as d:
-            # -q: sample lines only, the squeeze 5 s after ready and 6 s
-            # long: before is t=2..5 (100 counts/s), after starts at
-            # at >= 14 (5 + 6 + 3), t=15..20 (300 counts/s).
-            secs = [(t, 1000, 100, t) for t in range(1, 15)]
-            secs += [(t, 10, 300, t) for t in range(15, 21)]
-            with open(os.path.join(d, 'result'), 'w') as f:
-                f.write('apf on\nseconds 20\nsqueeze_at 5\n'
-                        'squeeze_seconds 6\n')
-            with open(os.path.join(d, 'console-vm.log'), 'w') as f:
-                f.write(''.join(f'apf-work: sample t={t} touched {tt} '
-                                f'counted {c} at {at:.3f}\r\n'
-                                for t, tt, c, at in secs))
+            secs = [(t, 100, 100, t) for t in range(1, 6)]
+            secs += [(6, 1, 5, 6)] + [(t, 1, 80, t) for t in range(7, 21)]
+            self.write(d, secs, 'apf on\nseconds 20\nsqueeze_at 6.40\n'
+                       'squeeze_seconds 1.00\n')
             fig = bench.parse_apfs(d)
-        self.assertAlmostEqual(fig['counter_share'], 3)
-        self.assertAlmostEqual(fig['touched_rate'], 10)
-        self.assertAlmostEqual(fig['window_s'], 6)
+        self.assertAlmostEqual(fig['counted_before'], 100)
+        self.assertAlmostEqual(fig['counter_share'], 0.8)
 
     def test_missing_squeeze(self):
         from harness import bench
         with tempfile.TemporaryDirectory() as d:
             self.write(d, [(1, 9, 100, 1.0)], 'apf off\nseconds 1\n'
-                       't_squeeze_from -\n')
+                       'squeeze_at -\n')
             with self.assertRaises(common.Error):
                 bench.parse_apfs(d)

@@ -148,6 +148,11 @@ tnow() {
 	tr -d '\r' <"$out/console-vm.log" |
 		sed -n 's/^apf-work: t=\([0-9]*\) .*/\1/p' | tail -n 1
 }
+# L1's uptime in hundredths of a second: whole seconds from date would
+# put the squeeze up to a second off in apf-work's seconds.
+cs() {
+	awk '{ split($1, a, "."); print a[1] * 100 + a[2] }' /proc/uptime
+}
 # A counter of QEMU's cgroup (memory.stat).
 cgstat() {
 	awk -v k="$1" '$1 == k { print $2 }' "$cg/$dm/memory.stat"
@@ -183,19 +188,22 @@ echo $$ >$cg/cgroup.procs
 
 ready=0
 wait_for "$out/console-vm.log" 'apf-work: ready' $((tmo - 120)) && ready=1
-r0=$(date +%s)
-took_ready=$(( r0 - start ))
+r0=$(cs)
+took_ready=$(( $(date +%s) - start ))
 squeezed=0
 if [ $ready = 1 ]; then
 	sleep "$base"
 	t_from=$(tnow)
 	used=$(cat "$cg/$dm/memory.current")
 	limit=$((lim * 1048576))
-	s0=$(date +%s)
-	squeeze_at=$(( s0 - r0 ))
+	# In seconds after apf-work's ready line; L1 sees that line up to
+	# about a second late, so the squeeze is no earlier in its seconds.
+	s0=$(cs)
+	squeeze_at=$(( (s0 - r0) / 100 )).$(printf %02d $(( (s0 - r0) % 100 )))
 	echo $limit >"$cg/$dm/memory.max" && squeezed=1
 	t_done=$(tnow)
-	took_squeeze=$(( $(date +%s) - s0 ))
+	s1=$(cs)
+	took_squeeze=$(( (s1 - s0) / 100 )).$(printf %02d $(( (s1 - s0) % 100 )))
 	in0=$(cgstat pgmajfault)
 	cp "$cg/$dm/memory.stat" "$out/memory-stat-squeezed"
 fi
@@ -211,10 +219,10 @@ while [ $ready = 1 ] && kill -0 $vm 2>/dev/null; do
 	sample_at_dump vm "$out/console-vm.log"
 	s=$(cat "$cg/$dm/memory.swap.current" 2>/dev/null || echo 0)
 	[ "$s" -gt "$swap_peak" ] && swap_peak=$s
-	# apf-work's last second: its line, or (-q) the clock
-	if [ $lifted = 0 ] && { [ "$(tnow)" = "$secs" ] ||
-		{ [ $quiet = 1 ] &&
-		  [ "$(date +%s)" -ge $(( r0 + secs + 1 )) ]; }; }; then
+	# apf-work's last second taken (its "sampled" line comes with -q
+	# too; a late one only makes the final check slower)
+	if [ $lifted = 0 ] &&
+		grep -q '^apf-work: sampled' "$out/console-vm.log"; then
 		in1=$(cgstat pgmajfault)
 		cp "$cg/$dm/memory.stat" "$out/memory-stat-end"
 		dmsetup suspend $dm && dmsetup load $dm --table "$(dm_table 0)" &&

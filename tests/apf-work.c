@@ -14,8 +14,10 @@
  * sample" lines and one "apf-work: result" line.  With -q it prints
  * nothing while it works: the console is a virtio one that waits for
  * QEMU, and a QEMU squeezed into swap holds up the printing thread for
- * tens of seconds, so a benchmark's samples would come late.  The host side makes the array
- * slow to reach while this runs (swap, or a postcopy migration).
+ * tens of seconds, so a benchmark's samples would come late.  In both
+ * modes "apf-work: sampled" says the last second has been taken.  The
+ * host side makes the array slow to reach while this runs (swap, or a
+ * postcopy migration).
  *
  * usage: apf-work [-m MiB] [-s seconds] [-t touchers] [-c counters] [-q]
  * Exit 0 when every word read (during the run and in the final check)
@@ -168,6 +170,9 @@ int main(int argc, char *argv[])
 		c_prev = c;
 	}
 	stop = 1;
+	/* Even with -q: the host side ends the slow phase on this line. */
+	printf("apf-work: sampled %d s\n", secs);
+	fflush(stdout);
 	for (i = 0; i < nt; i++)
 		pthread_join(touchers[i].thread, NULL);
 	for (i = 0; i < nc; i++)
