@@ -676,6 +676,10 @@ def apfg_report(raw, rounds, smp):
         'the counter keeps at least 0.9 of its rate',
         'on/off: ratio of the medians; per boot: median (and range) of '
         'each boot\'s own on/off',
+        'L1 CPUs: CPU-seconds per second of L1 (/proc/stat, QEMU\'s "CPU '
+        'n/KVM" threads) by L1\'s clock over the same windows;',
+        'what the vCPU threads do not get the guest cannot spend on its '
+        'counters.',
         '',
         ONOFF_HEADER,
     ]
@@ -812,6 +816,27 @@ def apfs_rates(sec, first, last):
             sum(sec[t][1] for t in range(first, last + 1)) / span, span)
 
 
+def apfs_cpu(logdir, ready, first, last):
+    """L1's CPU time per second between first and last seconds after
+    apf-work's ready line (L1's clock, which sees that line up to about
+    a second late), from tests/apf-swap.sh's cpu-samples: (CPUs busy,
+    of them in QEMU's vCPU threads, CPUs idle), or None without two
+    samples in the window."""
+    try:
+        with open(os.path.join(logdir, 'cpu-samples')) as f:
+            rows = [tuple(float(v) for v in line.split())
+                    for line in f if re.fullmatch(r'[\d.]+( \d+){3}\n?',
+                                                  line)]
+    except FileNotFoundError:
+        return None
+    rows = [r for r in rows if first <= r[0] - ready <= last]
+    if len(rows) < 2 or rows[-1][0] <= rows[0][0]:
+        return None
+    span = (rows[-1][0] - rows[0][0]) * 100
+    busy, total, vcpu = (rows[-1][i] - rows[0][i] for i in (1, 2, 3))
+    return busy / span, vcpu / span, (total - busy) / span
+
+
 def apfs_work(rate):
     """The x86 posting's "total work": loop iterations of both kinds."""
     return rate[1] * APFS_LOOPS_PER_COUNT + rate[0] * APFS_WORDS_PER_PAGE
@@ -858,6 +883,14 @@ def parse_apfs_pair(dirs):
         fig['touched_rate_run'] = whole[0]
         fig['window_from'] = float(first)
         fig['window_s'] = after[2]
+        for when, a, b in (('before', 2, int(fig['squeeze_at']) - 1),
+                           ('after', first - 1, secs)):
+            cpu = apfs_cpu(dirs[o], fig.get('ready_uptime', 0), a, b) \
+                if 'ready_uptime' in fig else None
+            if cpu:
+                fig[f'l1_vcpu_{when}'] = cpu[1]
+                fig[f'l1_other_{when}'] = cpu[0] - cpu[1]
+                fig[f'l1_idle_{when}'] = cpu[2]
         out[o] = fig
     return out
 
@@ -890,6 +923,15 @@ def apfs_report(raw, rounds, smp):
         ('guest_parked', 'tasks the guest parked', '{:.0f}'),
         ('squeeze_seconds', 'seconds the limit took to set (reclaim)',
          '{:.1f}'),
+        ('l1_vcpu_before', 'L1 CPUs the vCPU threads ran on, before the '
+         f'squeeze (of {smp})', '{:.2f}'),
+        ('l1_vcpu_after', 'L1 CPUs the vCPU threads ran on, after it',
+         '{:.2f}'),
+        ('l1_other_before', 'L1 CPUs busy outside them, before (QEMU, '
+         'L1\'s own work)', '{:.2f}'),
+        ('l1_other_after', 'L1 CPUs busy outside them, after (+ reclaim, '
+         'zram, swap-in workers)', '{:.2f}'),
+        ('l1_idle_after', 'L1 CPUs idle after the squeeze', '{:.2f}'),
         ('window_from', 'window after the squeeze: from apf-work second '
          '(both runs)', '{:.0f}'),
         ('window_s', 'window after the squeeze: seconds', '{:.1f}'),

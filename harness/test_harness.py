@@ -774,6 +774,35 @@ class ApfSwapBenchTest(unittest.TestCase):
         self.assertAlmostEqual(fig['counted_before'], 100)
         self.assertAlmostEqual(fig['counter_share'], 0.8)
 
+    def test_l1_cpu_over_the_windows(self):
+        # Ready at uptime 100.00, the limit at 6.0 s: before is 2-5 s
+        # after ready, after (window from t=13) 12-20 s.  L1's two CPUs:
+        # before, all busy, 1.5 of them in vCPU threads; after, 1.5 busy,
+        # 1.0 in vCPU threads.  A sample that is not a line of four
+        # numbers is left out.
+        from harness import bench
+        with tempfile.TemporaryDirectory() as d:
+            secs = [(t, 100, 100, t) for t in range(1, 21)]
+            self.write(d, secs, 'apf on\nseconds 20\nsqueeze_at 6.00\n'
+                       'squeeze_seconds 3.00\nready_uptime 100.00\n')
+            busy = total = vcpu = 0
+            lines = []
+            for t in range(0, 23):
+                lines.append(f'{100 + t}.00 {busy} {total} {vcpu}\n')
+                b, v = (200, 150) if t < 6 else (150, 100)
+                busy, total, vcpu = busy + b, total + 200, vcpu + v
+            lines.insert(8, '107.50 x 1 2\n')
+            with open(os.path.join(d, 'cpu-samples'), 'w') as f:
+                f.write(''.join(lines) + '121.00 9')
+            fig = bench.parse_apfs(d)
+        self.assertEqual(fig['window_from'], 13)
+        self.assertAlmostEqual(fig['l1_vcpu_before'], 1.5)
+        self.assertAlmostEqual(fig['l1_other_before'], 0.5)
+        self.assertAlmostEqual(fig['l1_idle_before'], 0)
+        self.assertAlmostEqual(fig['l1_vcpu_after'], 1.0)
+        self.assertAlmostEqual(fig['l1_other_after'], 0.5)
+        self.assertAlmostEqual(fig['l1_idle_after'], 0.5)
+
     def test_missing_squeeze(self):
         from harness import bench
         with tempfile.TemporaryDirectory() as d:

@@ -20,6 +20,7 @@ l2_qemu() {
 	cat "$root/tmp/$side.out" >"$out/monitor-$side.log" &
 	timeout -s KILL "$tmo" chroot "$root" /usr/bin/qemu-system-aarch64 \
 		-M virt,gic-version=3 -accel kvm -cpu host -smp "${vcpus:-2}" -m 512M \
+		-name "$side,debug-threads=on" \
 		-nodefaults -nic none -display none -serial none -no-reboot \
 		-kernel /guest/Image -initrd /guest/initramfs.cpio \
 		-append "console=hvc0 quiet nowatchdog panic=-1 rdinit=/init apf.work=$mib,$secs,$readers,$counters,$hotplug,${quiet:-0} $extra" \
@@ -47,16 +48,59 @@ wait_for() {
 	done
 }
 
+# vm_of DIR NAME: whether KVM's debugfs DIR (<pid>-<fd>) is the VM of
+# l2_qemu NAME; sets pid to its QEMU's.
+vm_of() {
+	[ -d "$1" ] || return 1
+	pid=${1##*/}
+	pid=${pid%%-*}
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "console-$2\.log"
+}
+
+# cpu_samples NAME: until the QEMU of l2_qemu NAME is gone, once a
+# second, a line of L1's uptime, the ticks (USER_HZ) L1's CPUs were busy
+# and all their ticks (/proc/stat), and the ticks QEMU's vCPU threads
+# ran ("CPU n/KVM", named by l2_qemu's debug-threads; "-" if none is):
+# where L1's CPU time went while the guest worked.  Builtins only, bar
+# sleep: a fork costs L1 CPU that the vCPUs would otherwise get.
+cpu_samples() {
+	pid=
+	for d in /sys/kernel/debug/kvm/*-*; do
+		vm_of "$d" "$1" && break
+		pid=
+	done
+	[ -n "$pid" ] || return 0
+	while [ -d "/proc/$pid/task" ]; do
+		read -r up _ </proc/uptime
+		read -r _ us ni sy id wa hi si st _ </proc/stat
+		v=0
+		n=0
+		for t in /proc/"$pid"/task/*; do
+			read -r c 2>/dev/null <"$t/comm" || continue
+			case $c in
+			CPU\ */KVM) ;;
+			*) continue ;;
+			esac
+			read -r l 2>/dev/null <"$t/stat" || continue
+			# fields after "(comm) ": utime and stime are 12 and 13
+			# shellcheck disable=SC2086 # split on purpose
+			set -- ${l##*") "}
+			v=$((v + ${12} + ${13}))
+			n=$((n + 1))
+		done
+		[ $n -gt 0 ] || v=-
+		busy=$((us + ni + sy + hi + si + st))
+		echo "$up $busy $((busy + id + wa)) $v"
+		sleep 1
+	done
+}
+
 # kvm_apf_stats NAME: KVM's async PF counters of the VM of l2_qemu NAME
 # (debugfs <pid>-<fd>/, the same values as the binary stats), as
 # "NAME_<stat> <value>" lines; nothing once the VM is gone.
 kvm_apf_stats() {
 	for d in /sys/kernel/debug/kvm/*-*; do
-		[ -d "$d" ] || continue
-		pid=${d##*/}
-		pid=${pid%%-*}
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null |
-			grep -q "console-$1\.log" || continue
+		vm_of "$d" "$1" || continue
 		for s in apf_not_present apf_ready apf_cancelled \
 			 apf_ready_dropped apf_sync_inflight apf_sync_slots \
 			 apf_sync_sdei apf_sync_irq apf_sync_kernel; do

@@ -91,7 +91,7 @@ out=${out:-${KVM_SELFTEST_LOGDIR:-./logs}/$name}
 mkdir -p "$out" || exit 2
 out=$(cd "$out" && pwd)
 rm -f "$out"/*.log "$out/checks.tap" "$out/result" "$out/host-stats" \
-	"$out/host-stats-dump" "$out"/memory-stat-*
+	"$out/host-stats-dump" "$out"/memory-stat-* "$out/cpu-samples"
 
 if [ -z "$VMM_ROOT" ] || [ ! -x "$VMM_ROOT/usr/bin/qemu-system-aarch64" ]; then
 	echo "SKIP: no arm64 QEMU root (VMM_ROOT=$VMM_ROOT)"
@@ -192,6 +192,7 @@ r0=$(cs)
 took_ready=$(( $(date +%s) - start ))
 squeezed=0
 if [ $ready = 1 ]; then
+	cpu_samples vm >"$out/cpu-samples" &
 	sleep "$base"
 	t_from=$(tnow)
 	used=$(cat "$cg/$dm/memory.current")
@@ -250,6 +251,7 @@ trap - INT TERM
 	echo "cgroup_limit_bytes ${limit:--}"
 	echo "squeeze_seconds ${took_squeeze:--}"
 	echo "squeeze_at ${squeeze_at:--}"
+	echo "ready_uptime $(( r0 / 100 )).$(printf %02d $(( r0 % 100 )))"
 	echo "t_squeeze_from ${t_from:--}"
 	echo "t_squeeze_done ${t_done:--}"
 	echo "swap_peak_bytes $swap_peak"
