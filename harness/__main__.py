@@ -191,7 +191,8 @@ def run_modes(args, base=False):
         absent = [t[0] for t in tests
                   if not t[2].startswith(vm.GUEST_DIR) and
                   not os.path.exists(os.path.join(src,
-                                                  t[2].split()[0] + '.c'))]
+                                                  vm.list_binary(t[2]) +
+                                                  '.c'))]
         if absent:
             log('not in the base (added by the series), not run: ' +
                 ', '.join(absent))

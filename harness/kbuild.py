@@ -165,9 +165,9 @@ def selftests_missing(tree, out):
     every binary is removed first, so a binary left from an earlier build
     cannot hide a failure.
     """
-    from .vm import read_list
+    from .vm import read_list, list_binary
     dest = os.path.join(out, 'kselftest', 'kvm')
-    binaries = sorted({cmd.split()[0] for _, _, cmd in read_list()})
+    binaries = sorted({list_binary(cmd) for _, _, cmd in read_list()})
     for b in binaries:
         try:
             os.remove(os.path.join(dest, b))

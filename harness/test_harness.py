@@ -467,6 +467,27 @@ class ListTest(unittest.TestCase):
             with open(os.path.join(d, 'pkg', 'kvm-selftests.list')) as f:
                 self.assertIn('t 10 t\n', f.read())
 
+    def test_optins_off_prefix(self):
+        path = self._list('t 10 OPTINS=0 aarch64/t -x\n')
+        self.assertEqual(vm.read_list(path),
+                         [('t', 10, 'OPTINS=0 aarch64/t -x')])
+        self.assertEqual(vm.list_binary('OPTINS=0 aarch64/t -x'),
+                         'aarch64/t')
+        self.assertEqual(vm.list_binary('aarch64/t -x'), 'aarch64/t')
+        with tempfile.TemporaryDirectory() as d:
+            os.makedirs(os.path.join(d, 'aarch64'))
+            open(os.path.join(d, 'aarch64', 't'), 'w').close()
+            vm.make_package(d, os.path.join(d, 'pkg'), path)
+            self.assertTrue(os.path.exists(
+                os.path.join(d, 'pkg', 'kvm', 'aarch64', 't')))
+
+    def test_l1_offers_the_optins(self):
+        with tempfile.TemporaryDirectory() as d:
+            cmd = L1CommandTest._command(d)
+        append = cmd[cmd.index('-append') + 1].split()
+        self.assertIn('kvm-arm.sdei=1', append)
+        self.assertIn('kvm-arm.async_pf=1', append)
+
     def test_variables(self):
         path = self._list('t 10 t -n ${T_COUNT:-5} -x\n')
         with mock.patch.dict(os.environ, {}, clear=False):

@@ -64,6 +64,22 @@ def expand_vars(cmd, where, env=None):
     return LIST_VAR.sub(one, cmd)
 
 
+OPTINS_OFF = 'OPTINS=0'
+
+
+def list_binary(cmd):
+    """The binary of a test list command, past an "OPTINS=0" prefix.
+
+    "OPTINS=0 <binary> [args]" runs the binary with the series' host
+    opt-ins (kvm-arm.sdei, kvm-arm.async_pf) off; run-kvm-selftests.sh
+    does the switching.
+    """
+    words = cmd.split()
+    if words and words[0] == OPTINS_OFF:
+        words = words[1:]
+    return words[0] if words else ''
+
+
 def read_list(path=LIST, base=False):
     """[(name, timeout, command)] from the test list.
 
@@ -90,10 +106,10 @@ def read_list(path=LIST, base=False):
                             f'<binary> [args]", got: {line}')
             cmd = expand_vars(parts[2], f'{path}:{n}')
             if pending:
-                if pending[1].split()[0] != cmd.split()[0]:
+                if list_binary(pending[1]) != list_binary(cmd):
                     raise Error(f'{path}:{pending[0]}: "{BASE_ARGS}" must '
                                 f'run the same binary as the entry after '
-                                f'it ({cmd.split()[0]})')
+                                f'it ({list_binary(cmd)})')
                 if base:
                     cmd = pending[1]
                 pending = None
@@ -147,7 +163,7 @@ def make_package(selftests, dest, listfile=LIST, base=False, guest=None):
                           (guest[1], 'initramfs.cpio')):
             shutil.copy2(src, os.path.join(gdir, name))
     for _, _, cmd in tests:
-        binary = cmd.split()[0]
+        binary = list_binary(cmd)
         src = os.path.join(selftests, binary)
         if os.path.exists(src) and not os.path.exists(
                 os.path.join(kdir, binary)):
@@ -264,10 +280,14 @@ def l1_command(image, initramfs, package, rundir, extra='', acc=None,
     # One 1 GiB hugetlb page, which only a contiguous boot-time
     # reservation can give: aarch64/stage2_fault_stress_test_1g maps it
     # with a level 1 block and gives it back to L1 when it ends (-r).
+    # The series' SDEI and async PF are host opt-ins, off by default:
+    # L1 offers them, as its tests and L2 guests need them; the list's
+    # OPTINS=0 entries turn them off around a test.  A kernel without
+    # them (the base) ignores both.
     append = ' '.join(filter(None, [
         'console=ttyAMA0', 'panic=-1', 'log_buf_len=16M', 'rdinit=/init',
         'transparent_hugepage=madvise', 'hugepagesz=1G', 'hugepages=1',
-        extra]))
+        'kvm-arm.sdei=1', 'kvm-arm.async_pf=1', extra]))
     # pci-testdev: a PCI device with a 4K memory BAR 0 and no driver in
     # L1, for the VFIO (no-IOMMU) Normal-NC test to assign.
     return ['qemu-system-aarch64',
