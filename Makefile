@@ -50,14 +50,15 @@ test:
 	@$(UNITTESTS)
 	@$(PY) test
 
-# The stage-2 and Normal-NC tests on a host kernel with generic KASAN
-# (configs/kasan.config); TESTS= and MODES= as for test.
+# The stage-2, Normal-NC, SDEI and async PF tests on a host kernel with
+# generic KASAN (configs/kasan.config); TESTS= and MODES= as for test.
 KASAN_TESTS := aarch64/stage2_fault_stress_test \
 	aarch64/stage2_fault_stress_test_thp \
 	aarch64/stage2_fault_stress_test_2m \
 	aarch64/stage2_fault_stress_test_1g aarch64/stage2_table_leak_test \
 	aarch64/vfio_normal_nc_test access_tracking_perf_test \
-	kvm_page_table_test dirty_log_test
+	kvm_page_table_test dirty_log_test \
+	aarch64/sdei aarch64/sdei_fuzz aarch64/async_pf
 kasan-test:
 	@$(PY) deps
 	@$(PY) test --flavour kasan --tests "$(or $(TESTS),$(KASAN_TESTS))"

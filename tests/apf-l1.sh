@@ -126,7 +126,8 @@ sample_at_dump() {
 # on CONSOLE (its result line, "guest-apf:" counters) and KVM's counters
 # (kvm_apf_stats PREFIX lines in the file STATS), as "name value" lines
 # for $out/result.  Sets touched, counted, bad, g_np, g_ready, g_all,
-# g_unread, g_parked, g_offline, g_flips, h_np, h_ready and h_cancel.
+# g_unread, g_parked, g_early, g_unparked, g_killed, g_offline, g_flips,
+# g_ends, h_np, h_ready and h_cancel.
 apf_figures() {
 	tr -d '\r' <"$1" >"$out/console.txt" 2>/dev/null
 	field() {
@@ -155,6 +156,15 @@ apf_figures() {
 	g_all=$(gstat wake_all)
 	g_unread=$(gstat ready_unread)
 	g_parked=$(gstat parked)
+	g_early=$(gstat woken_early)
+	g_unparked=$(gstat unparked)
+	g_killed=$(gstat killed)
+	# Every not-present the guest took ends one way, at each dump:
+	# "N=P+E+U+K" (not_present, parked, woken_early, unparked, killed).
+	g_ends=
+	for d in "" -later; do
+		g_ends="$g_ends${g_ends:+ }$(gnum not_present $d)=$(gnum parked $d)+$(gnum woken_early $d)+$(gnum unparked $d)+$(gnum killed $d)"
+	done
 	g_offline=$(gstat woken_offline)
 	g_flips=$(gstat cpu1_offline_online)
 	h_np=$(sed -n "s/^${3}_apf_not_present \([0-9-]*\)/\1/p" "$2" 2>/dev/null)
@@ -188,6 +198,9 @@ apf_figures() {
 	echo "guest_wake_all ${g_all:--}"
 	echo "guest_ready_unread ${g_unread:--}"
 	echo "guest_parked ${g_parked:--}"
+	echo "guest_woken_early ${g_early:--}"
+	echo "guest_unparked ${g_unparked:--}"
+	echo "guest_killed ${g_killed:--}"
 	echo "guest_woken_offline ${g_offline:--}"
 	echo "guest_cpu1_offline_online ${g_flips:--}"
 	echo "host_not_present ${h_np:--}"
@@ -225,9 +238,16 @@ apf_checks() {
 			[ "$1" -le "$3" ] && [ "$3" -le "$5" ] &&
 				[ "$2" -le "$4" ] && [ "$4" -le "$6" ]
 		}
+		# Each dump: not_present = parked + woken_early + unparked
+		# + killed, no event left without its end.
+		ends_add_up() {
+			for e in $g_ends; do
+				[ "${e%%=*}" = "$((${e#*=}))" ] || return 1
+			done
+		}
 		[ -n "$g_np" ] && [ "$g_np" -gt 0 ] &&
-			[ "${g_parked:-0}" -gt 0 ] && sandwich
-		check async-pf $? "guest: not_present ${g_np:--}, ready ${g_ready:--}, wake_all ${g_all:--}, ready_unread ${g_unread:--}, parked ${g_parked:--}; not-present and page-ready: guest ${g_sum1:-?} <= KVM ${h_sum:-none between the dumps} <= guest 6 s later ${g_sum2:-?}"
+			[ "${g_parked:-0}" -gt 0 ] && sandwich && ends_add_up
+		check async-pf $? "guest: not_present ${g_np:--}, ready ${g_ready:--}, wake_all ${g_all:--}, ready_unread ${g_unread:--}, parked ${g_parked:--}; not-present and page-ready: guest ${g_sum1:-?} <= KVM ${h_sum:-none between the dumps} <= guest 6 s later ${g_sum2:-?}; each not-present's end, N=parked+woken_early+unparked+killed at both dumps: ${g_ends:-none}"
 	else
 		[ "$g_np" = "" ] && [ "$h_np" = 0 ]
 		check async-pf-off $? "no-kvmapf: guest counters ${g_np:-none}, KVM: apf_not_present ${h_np:--}"

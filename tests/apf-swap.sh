@@ -13,6 +13,7 @@
 # usage: apf-swap.sh [-a on|off] [-o OUTDIR] [-s SECONDS] [-t TIMEOUT]
 #                    [-r READERS] [-c COUNTERS] [-m MiB] [-l MiB]
 #                    [-d MS] [-b SECONDS] [-v VCPUS] [-q] [-H]
+#                    [-M anon|memfd]
 #   -a on|off   async PF in the guest (off: no-kvmapf); default on
 #   -o OUTDIR   default $KVM_SELFTEST_LOGDIR/guest-apf-swap[-off]
 #   -s SECONDS  how long apf-work runs after the guest is ready (40)
@@ -28,6 +29,9 @@
 #   -q          apf-work prints its seconds only at the end (benchmark:
 #               its printing thread waits for a QEMU squeezed into swap)
 #   -H          the guest takes cpu1 offline and back every 3 s meanwhile
+#   -M anon|memfd  guest RAM: QEMU's default anonymous memory, or
+#               memory-backend-memfd (shmem, the usual choice with
+#               vhost-user); default anon
 #
 # Results in OUTDIR/checks.tap, one line per check; the figures in
 # OUTDIR/result (one "name value" per line).  QEMU is found as by
@@ -48,8 +52,9 @@ base=5
 hotplug=0
 vcpus=2
 quiet=0
+backend=anon
 out=
-while getopts "a:o:s:t:r:c:m:l:d:b:v:qHh" opt; do
+while getopts "a:o:s:t:r:c:m:l:d:b:v:qHM:h" opt; do
 	case $opt in
 	a) apf=$OPTARG ;;
 	o) out=$OPTARG ;;
@@ -64,7 +69,8 @@ while getopts "a:o:s:t:r:c:m:l:d:b:v:qHh" opt; do
 	v) vcpus=$OPTARG ;;
 	q) quiet=1 ;;
 	H) hotplug=1 ;;
-	*) sed -n 's/^# \{0,1\}//; 13,30p' "$0" >&2; exit 2 ;;
+	M) backend=$OPTARG ;;
+	*) sed -n 's/^# \{0,1\}//; 13,34p' "$0" >&2; exit 2 ;;
 	esac
 done
 for v in "$secs" "$tmo" "$readers" "$counters" "$mib" "$lim" "$delay" \
@@ -86,6 +92,12 @@ case $apf in
 on) name=guest-apf-swap; extra= ;;
 off) name=guest-apf-swap-off; extra=no-kvmapf ;;
 *) echo "error: -a on or -a off, not $apf" >&2; exit 2 ;;
+esac
+case $backend in
+anon) mem= ;;
+memfd) mem="-object memory-backend-memfd,id=ram,size=512M -machine memory-backend=ram"
+	name=$name-memfd ;;
+*) echo "error: -M anon or -M memfd, not $backend" >&2; exit 2 ;;
 esac
 out=${out:-${KVM_SELFTEST_LOGDIR:-./logs}/$name}
 mkdir -p "$out" || exit 2
@@ -182,7 +194,8 @@ fi
 start=$(date +%s)
 # QEMU and its children in the cgroup; this shell back out of it.
 echo $$ >"$cg/$dm/cgroup.procs"
-l2_qemu vm "$mib"
+# shellcheck disable=SC2086 # $mem: QEMU options, or nothing
+l2_qemu vm "$mib" $mem
 vm=$!
 echo $$ >$cg/cgroup.procs
 
