@@ -47,29 +47,62 @@ def read_config(*paths):
     return opts
 
 
+def kconfig_defined(tree, opt):
+    """True if some Kconfig file of the tree defines CONFIG_<opt>."""
+    name = opt[len('CONFIG_'):]
+    res = run(['grep', '-rqE', '--include=Kconfig*',
+               rf'^\s*(menu)?config\s+{name}\s*$', tree],
+              check=False, quiet=True)
+    return res.returncode == 0
+
+
+def config_wrong(cfg, frags):
+    """Options the fragments set that cfg does not have, as 'OPT=v (got w)'."""
+    have = read_config(cfg)
+    return {opt: f'{opt}={val} (got {have.get(opt, "n")})'
+            for opt, val in read_config(*frags).items()
+            if have.get(opt, 'n') != val}
+
+
 def configure(tree, out, flavour):
+    """Make out/.config for the flavour; return its path.
+
+    The fragments are merged onto tinyconfig once; later calls only run
+    olddefconfig.  If that drops an option the fragments set (the tree
+    moved to a commit that lacks it, and back), the .config is made again
+    from the fragments, so an option lost at one commit does not stay
+    lost.  An option no Kconfig file of the tree defines (a prefix of the
+    series that does not add it yet) is reported and tolerated; any other
+    option not honoured is an error.
+    """
     frags = [os.path.join(CONFIGS, f) for f in FLAVOURS[flavour]]
     cfg = os.path.join(out, '.config')
     stamp = os.path.join(out, '.fragments')
     sig = ''.join(open(f).read() for f in frags)
+    absent = set()
     if os.path.exists(cfg) and os.path.exists(stamp) and \
             open(stamp).read() == sig:
         kmake(tree, out, ['olddefconfig'], quiet=True)
-        return cfg
+        wrong = config_wrong(cfg, frags)
+        absent = {o for o in wrong if not kconfig_defined(tree, o)}
+        if set(wrong) <= absent:
+            return cfg
+        log(f'{flavour} .config lost '
+            f'{", ".join(sorted(set(wrong) - absent))}; configuring again')
     os.makedirs(out, exist_ok=True)
     kmake(tree, out, ['tinyconfig'])
     run([os.path.join(tree, 'scripts/kconfig/merge_config.sh'), '-m',
          '-O', out, cfg] + frags, env=make_env(), capture=True)
     kmake(tree, out, ['olddefconfig'])
-    have = read_config(cfg)
-    wrong = []
-    for opt, val in read_config(*frags).items():
-        got = have.get(opt, 'n')
-        if got != val:
-            wrong.append(f'{opt}={val} (got {got})')
-    if wrong:
+    wrong = config_wrong(cfg, frags)
+    absent = {o for o in wrong if not kconfig_defined(tree, o)}
+    if absent:
+        log(f'{flavour}: not defined in this tree, left out: '
+            f'{", ".join(sorted(absent))}')
+    bad = [wrong[o] for o in sorted(set(wrong) - absent)]
+    if bad:
         raise Error('config fragments not honoured (missing dependency or '
-                    'option renamed):\n  ' + '\n  '.join(wrong))
+                    'option renamed):\n  ' + '\n  '.join(bad))
     with open(stamp, 'w') as f:
         f.write(sig)
     return cfg
