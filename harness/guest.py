@@ -70,23 +70,28 @@ GUEST_APPLETS = (
     'expr')
 
 
-def build_apf_work(dest):
-    """tests/apf-work.c, the guest's async PF workload, static arm64."""
-    src = os.path.join(TOP, 'tests', 'apf-work.c')
+def build_static(name, dest, pthread=False):
+    """tests/<name>.c, static arm64, at dest (rebuilt when the source is
+    newer); return dest."""
+    src = os.path.join(TOP, 'tests', f'{name}.c')
     if os.path.exists(dest) and os.path.getmtime(dest) >= \
             os.path.getmtime(src):
         return dest
-    run([f'{CROSS}gcc', '-static', '-O2', '-Wall', '-Werror', '-pthread',
-         '-o', dest, src])
+    run([f'{CROSS}gcc', '-static', '-O2', '-Wall', '-Werror'] +
+        (['-pthread'] if pthread else []) + ['-o', dest, src])
     return dest
 
 
 def make_guest_initramfs(dest):
-    """The guest's initramfs: /init is tests/guest-init.sh, and apf-work."""
-    work = build_apf_work(os.path.join(BUILD, 'apf-work'))
+    """The guest's initramfs: /init is tests/guest-init.sh, apf-work and
+    kexec-load (tests/kexec-load.c, for tests/apf-kexec.sh)."""
+    work = build_static('apf-work', os.path.join(BUILD, 'apf-work'),
+                        pthread=True)
+    kexec = build_static('kexec-load', os.path.join(BUILD, 'kexec-load'))
     with open(GUEST_INIT) as f:
         return vm.busybox_initramfs(dest, f.read(), GUEST_APPLETS,
-                                    {'bin/apf-work': work})
+                                    {'bin/apf-work': work,
+                                     'bin/kexec-load': kexec})
 
 
 def checks():

@@ -20,6 +20,7 @@ APF_POSTCOPY = os.path.join(TESTS, 'apf-postcopy.sh')
 L1_VMM = os.path.join(TESTS, 'l1-vmm.sh')
 APF_SWAP = os.path.join(TESTS, 'apf-swap.sh')
 APF_L1 = os.path.join(TESTS, 'apf-l1.sh')
+APF_KEXEC = os.path.join(TESTS, 'apf-kexec.sh')
 GUEST_INIT = os.path.join(TESTS, 'guest-init.sh')
 
 MODES = {
@@ -158,6 +159,7 @@ def make_package(selftests, dest, listfile=LIST, base=False, guest=None):
                           (L1_VMM, 'l1-vmm.sh'),
                           (APF_SWAP, 'apf-swap.sh'),
                           (APF_L1, 'apf-l1.sh'),
+                          (APF_KEXEC, 'apf-kexec.sh'),
                           (GUEST_INIT, 'guest-init.sh'),
                           (guest[0], 'Image'),
                           (guest[1], 'initramfs.cpio')):

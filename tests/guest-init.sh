@@ -160,6 +160,47 @@ run_apf_work() {
 	fi
 }
 
+# The kexec check instead of the checks (tests/apf-kexec.sh):
+# apf.kexec=crash-off or crash-on.  This kernel loads itself for a crash
+# from the 9p share "guest" (L1's directory with Image and
+# initramfs.cpio), with nr_cpus=1 as kdump does, and no-kvmapf for
+# crash-off; it waits 30 s, in which L1 reads KVM's control words, and
+# crashes.  The crash kernel (apf.kexec=up) says what it found and
+# waits for L1 to stop it.
+kexec=$(sed -n 's/.*apf\.kexec=\([a-z-]*\).*/\1/p' /proc/cmdline)
+case $kexec in
+crash-on|crash-off)
+	opt=
+	[ "$kexec" = crash-off ] && opt=no-kvmapf
+	mkdir -p /mnt
+	if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro guest /mnt ||
+	   ! kexec-load -p /mnt/Image /mnt/initramfs.cpio \
+		"console=hvc0 quiet nowatchdog panic=-1 rdinit=/init nr_cpus=1 reset_devices apf.kexec=up $opt"; then
+		echo "guest: kexec-load failed"
+		poweroff -f
+	fi
+	# QEMU refuses to migrate while the share is mounted.
+	umount /mnt
+	dmesg | grep 'kvm-guest: async PF' | sed 's/^/guest: /'
+	echo "guest: crash kernel loaded, online $(cat /sys/devices/system/cpu/online)"
+	sleep 30
+	echo "guest: dmesg follows"
+	dmesg
+	echo "guest: dmesg ends"
+	echo "guest: crashing"
+	echo c >/proc/sysrq-trigger
+	;;
+up)
+	echo "guest: crash kernel up, online $(cat /sys/devices/system/cpu/online)"
+	dmesg | grep 'kvm-guest: async PF' | sed 's/^/guest: /'
+	echo "guest: dmesg follows"
+	dmesg
+	echo "guest: dmesg ends"
+	echo "guest: crash kernel waits"
+	while :; do sleep 60; done
+	;;
+esac
+
 work=$(sed -n 's/.*apf\.work=\([0-9,]*\).*/\1/p' /proc/cmdline)
 if [ -n "$work" ]; then
 	run_apf_work "$work"
