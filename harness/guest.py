@@ -18,7 +18,9 @@ from .vm import GUEST_INIT
 VMM = os.path.join(BUILD, 'vmm')
 VMM_ROOT = os.path.join(VMM, 'root')
 VMM_IMAGE = os.path.join(VMM, 'vmm.ext4')
-VMM_PACKAGES = ['qemu-system-arm', 'dmsetup']
+# dash, coreutils and grep: QEMU's exec: migration runs /bin/sh, and
+# tests/apf-kexec.sh reads the stream it saves with tail, grep and od.
+VMM_PACKAGES = ['qemu-system-arm', 'dmsetup', 'dash', 'coreutils', 'grep']
 # Mount points QEMU's chroot needs inside L1; the image is read-only.
 CHROOT_DIRS = ('dev', 'proc', 'sys', 'tmp', 'guest', 'out')
 

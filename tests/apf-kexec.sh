@@ -81,30 +81,41 @@ save_state() {
 # keeps the registers KVM lists in each CPU's section as a 32-bit count
 # N, N 64-bit register ids and their N values, big-endian
 # (cpreg_vmstate_* in target/arm/machine.c); the device state, CPUs
-# included, comes after the RAM, in the stream's last MiB.
+# included, comes after the RAM, in the stream's last MiB.  GNU grep
+# finds the id; awk reads the count before it and the value after the
+# ids (od and awk over the whole MiB took minutes in L1 under TCG).
+# The VMM root's programs are named by path: L1's busybox runs its own
+# applet for a bare name, even through chroot, and its grep has no -b.
 ctrl_words() {
-	chroot "$root" sh -c "tail -c 1048576 /out/$1 | od -An -v -tx1" |
-	awk 'BEGIN { for (i = 0; i < 16; i++) H[sprintf("%x", i)] = i }
-	function byte(p) { return H[substr(b[p], 1, 1)] * 16 + H[substr(b[p], 2, 1)] }
-	function hex(p, k, s) { s = ""; for (k = 0; k < 8; k++) s = s b[p + k]; return s }
-	{ for (i = 1; i <= NF; i++) b[n++] = $i }
-	END {
-		for (p = 4; p + 8 <= n; p++) {
-			if (hex(p) != "6030000000141100")
-				continue
-			for (j = 0; j < 4096; j++) {
+	chroot "$root" /usr/bin/tail -c 1048576 "/out/$1" >"$out/$1.tail" ||
+		return
+	# GNU cut too: busybox's ends a line at the NULs of the match.
+	for off in $(LC_ALL=C chroot "$root" /bin/sh -c "/bin/grep -obUaP \
+			'\\x60\\x30\\x00\\x00\\x00\\x14\\x11\\x00' /out/$1.tail |
+			/usr/bin/cut -d: -f1"); do
+		case $off in '' | *[!0-9]*) continue ;; esac
+		from=$((off > 8200 ? off - 8200 : 0))
+		chroot "$root" /usr/bin/od -An -v -tx1 -j "$from" -N 24600 "/out/$1.tail" |
+		awk -v p=$((off - from)) '
+		BEGIN { for (i = 0; i < 16; i++) H[sprintf("%x", i)] = i }
+		function byte(q) { return H[substr(b[q], 1, 1)] * 16 + H[substr(b[q], 2, 1)] }
+		function hex(q, k, s) { s = ""; for (k = 0; k < 8; k++) s = s b[q + k]; return s }
+		{ for (i = 1; i <= NF; i++) b[n++] = $i }
+		END {
+			for (j = 0; j < 1024; j++) {
 				s = p - 8 * j
 				if (s < 4)
 					break
 				c = ((byte(s - 4) * 256 + byte(s - 3)) * 256 + byte(s - 2)) * 256 + byte(s - 1)
-				if (c > j && c <= 4096 && s + 16 * c <= n &&
+				if (c > j && c <= 1024 && s + 16 * c <= n &&
 				    b[s] == "60" && b[s + 8 * (c - 1)] == "60") {
 					print hex(s + 8 * c + 8 * j)
 					break
 				}
 			}
-		}
-	}'
+		}'
+	done
+	rm -f "$out/$1.tail"
 }
 
 # on WORDS: every word has ENABLED (bit 0) set; off WORDS: every one is 0.
@@ -130,6 +141,7 @@ con=$out/console-src.log
 
 loaded=0 up=0 before='' after=''
 wait_for "$con" '^guest: crash kernel loaded' 300 && loaded=1
+t_loaded=$(( $(date +%s) - start ))
 if [ $loaded = 1 ] && save_state state-before; then
 	before=$(ctrl_words state-before | tr '\n' ' ')
 	hmp src cont
@@ -138,6 +150,7 @@ if [ $loaded = 1 ]; then
 	wait_for "$con" '^guest: crash kernel waits' \
 		$((tmo - $(date +%s) + start - 30)) &&
 		up=1
+	t_up=$(( $(date +%s) - start ))
 	[ $up = 1 ] && save_state state-after &&
 		after=$(ctrl_words state-after | tr '\n' ' ')
 fi
@@ -182,7 +195,7 @@ failed=0
 	else
 		[ $# = 2 ] && words_on "$1" && words_off "$2"
 	fi
-	check ctrl-after-crash $? "KVM's control word of each vCPU with the crash kernel up: ${after:-not read} (after ${took}s)"
+	check ctrl-after-crash $? "KVM's control word of each vCPU with the crash kernel up: ${after:-not read} (loaded at ${t_loaded}s, crash kernel up at ${t_up:-?}s, ${took}s in all)"
 } >"$out/checks.tap"
 rm -f "$out/crash-kernel.txt"
 cat "$out/checks.tap"
