@@ -40,7 +40,7 @@ export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS \
 
 .PHONY: run test baseline deps tree export export-check check-series build \
 	package list check bench fresh-check defconfig-check defconfig-image \
-	kasan-test
+	kasan-test kcsan-test
 
 UNITTESTS := python3 -m unittest discover -s harness -p 'test_*.py' -t .
 
@@ -62,6 +62,15 @@ KASAN_TESTS := aarch64/stage2_fault_stress_test \
 kasan-test:
 	@$(PY) deps
 	@$(PY) test --flavour kasan --tests "$(or $(TESTS),$(KASAN_TESTS))"
+
+# The async PF postcopy scenario with a KCSAN L2 guest kernel
+# (configs/kcsan.config); TESTS= and MODES= as for test.
+KCSAN_TESTS := guest-apf-postcopy
+kcsan-test:
+	@$(PY) deps
+	@$(PY) test --guest-flavour guest-kcsan \
+		--tests "$(or $(TESTS),$(KCSAN_TESTS))" \
+		--modes "$(or $(MODES),vhe)"
 
 run baseline package list bench:
 	@$(PY) $@

@@ -131,11 +131,13 @@ def show_guest(rundir):
         print(f'      | {ln}')
 
 
-def prepare(base=False, flavour='host', keep_going=False, l2=True):
+def prepare(base=False, flavour='host', keep_going=False, l2=True,
+            guest_flavour='guest'):
     """Tree, kernel Image, selftests and package for the series or base.
 
-    With l2, also the guest kernel (in the package) and the arm64 QEMU
-    image for L1; without, the last value returned is None.
+    With l2, also the guest kernel (flavour guest_flavour, in the
+    package) and the arm64 QEMU image for L1; without, the last value
+    returned is None.  The label names the run's folder in build/runs.
     """
     deps.ensure()
     if base:
@@ -147,11 +149,13 @@ def prepare(base=False, flavour='host', keep_going=False, l2=True):
         label = flavour
     out = os.path.join(OUT, label)
     image = kbuild.build_kernel(tree, out, flavour)
+    if guest_flavour != 'guest':
+        label = f'{label}+{guest_flavour}'
     selftests = kbuild.build_selftests(tree, out, keep_going=keep_going)
     l2files = None
     if l2:
         l2files = (kbuild.build_kernel(tree, os.path.join(
-            OUT, 'base-guest' if base else 'guest'), 'guest'),
+            OUT, ('base-' if base else '') + guest_flavour), guest_flavour),
             os.path.join(BUILD, 'guest-initramfs.cpio'))
     with Stage('test package and initramfs'):
         if l2:
@@ -179,9 +183,9 @@ def run_modes(args, base=False):
     tests = vm.select(names)        # unknown names fail before any build
     modes = parse_list(args.modes, ALL_MODES, 'KVM mode') or ALL_MODES
     flavour = getattr(args, 'flavour', 'host')
-    image, initramfs, package, label, vmm = prepare(base=base,
-                                                    flavour=flavour,
-                                                    keep_going=base)
+    image, initramfs, package, label, vmm = prepare(
+        base=base, flavour=flavour, keep_going=base,
+        guest_flavour=getattr(args, 'guest_flavour', 'guest'))
     if base:
         # Tests the series adds have no source in the base: leave them out
         # (the summary shows them as new) rather than record them failing
@@ -301,6 +305,9 @@ def main(argv):
             # make kasan-test: the same tests on a KASAN host kernel.
             s.add_argument('--flavour', default='host',
                            choices=['host', 'kasan'])
+            # make kcsan-test: the L2 guest's kernel with KCSAN.
+            s.add_argument('--guest-flavour', default='guest',
+                           choices=['guest', 'guest-kcsan'])
     sub.add_parser('package', help='static selftests + runner tarball')
     bn = sub.add_parser('bench', help='stage-2 fault benchmark, base vs '
                         'series')

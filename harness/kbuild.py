@@ -11,6 +11,7 @@ FLAVOURS = {
     'host': ['base.config', 'host.config', 'debug.config'],
     'perf': ['base.config', 'host.config'],
     'guest': ['base.config', 'guest.config'],     # the L2 Linux guest
+    'guest-kcsan': ['base.config', 'guest.config', 'kcsan.config'],
     'lockstat': ['base.config', 'host.config', 'lockstat.config'],
     'kasan': ['base.config', 'host.config', 'debug.config', 'kasan.config'],
 }
