@@ -4,7 +4,8 @@
 # stock QEMU with KVM, 2 vCPUs, and collect the checks it runs
 # (guest-init.sh) in TAP form.
 #
-# usage: run-guest.sh [-o OUTDIR] [-t TIMEOUT]
+# usage: run-guest.sh [-a ARGS] [-o OUTDIR] [-t TIMEOUT]
+#   -a ARGS     appended to the guest's kernel command line
 #   -o OUTDIR   where the guest's files go (default
 #               $KVM_SELFTEST_LOGDIR/guest, else ./logs/guest):
 #               console.log (the guest's whole console), qemu-cmdline,
@@ -20,11 +21,13 @@
 here=$(cd "$(dirname "$0")" && pwd)
 out=${KVM_SELFTEST_LOGDIR:-./logs}/guest
 tmo=600
-while getopts "o:t:h" opt; do
+extra=
+while getopts "a:o:t:h" opt; do
 	case $opt in
+	a) extra=" $OPTARG" ;;
 	o) out=$OPTARG ;;
 	t) tmo=$OPTARG ;;
-	*) sed -n 's/^# \{0,1\}//; 6,13p' "$0" >&2; exit 2 ;;
+	*) sed -n 's/^# \{0,1\}//; 6,14p' "$0" >&2; exit 2 ;;
 	esac
 done
 mkdir -p "$out" || exit 2
@@ -66,7 +69,7 @@ set -- -M virt,gic-version=3 -accel kvm -cpu host -smp 2 -m 512M \
 	-nodefaults -nic none -display none -serial none -monitor none \
 	-no-reboot \
 	-kernel "$gdir/Image" -initrd "$gdir/initramfs.cpio" \
-	-append "console=hvc0 quiet nowatchdog panic=-1 rdinit=/init" \
+	-append "console=hvc0 quiet nowatchdog panic=-1 rdinit=/init$extra" \
 	-device virtio-serial-device -device virtconsole,chardev=con \
 	-chardev file,id=con,path="$odir/console.log"
 echo "qemu-system-aarch64 $*" >"$out/qemu-cmdline"
