@@ -223,7 +223,7 @@ def cmd_test(args):
 
 def cmd_baseline(args):
     results, names = run_modes(args, base=True)
-    if not names:
+    if not names and args.guest_flavour == 'guest':
         dest = os.path.join(RESULTS, 'baseline')
         os.makedirs(dest, exist_ok=True)
         for r in results:
@@ -233,7 +233,8 @@ def cmd_baseline(args):
                         'the series adds\n' + r.tap())
         log(f'baseline written to {os.path.relpath(dest, TOP)}/')
     else:
-        log('a partial test list: results/baseline/ left unchanged')
+        log('a partial test list or another guest kernel: '
+            'results/baseline/ left unchanged')
     print_timings()
     tap.summary(results, title=f'unpatched base {series.base_tag_name()}')
     return 0
@@ -305,7 +306,9 @@ def main(argv):
             # make kasan-test: the same tests on a KASAN host kernel.
             s.add_argument('--flavour', default='host',
                            choices=['host', 'kasan'])
-            # make kcsan-test: the L2 guest's kernel with KCSAN.
+        if name in ('test', 'baseline'):
+            # make kcsan-test: the L2 guest's kernel with KCSAN (on the
+            # base too, to tell the series' races from the base's).
             s.add_argument('--guest-flavour', default='guest',
                            choices=['guest', 'guest-kcsan'])
     sub.add_parser('package', help='static selftests + runner tarball')
