@@ -13,8 +13,9 @@
 # runs; without (no-kvmapf), the vCPU waits.
 #
 # usage: apf-postcopy.sh [-a on|off] [-o OUTDIR] [-s SECONDS] [-t TIMEOUT]
-#                        [-r READERS] [-c COUNTERS] [-H] [-q]
+#                        [-r READERS] [-c COUNTERS] [-H] [-q] [-A ARGS]
 #   -a on|off   async PF in the guest (off: no-kvmapf); default on
+#   -A ARGS     appended to the guest's kernel command line (repeatable)
 #   -o OUTDIR   default $KVM_SELFTEST_LOGDIR/guest-apf-postcopy[-off]
 #   -s SECONDS  how long apf-work runs after the guest is ready (30)
 #   -t TIMEOUT  seconds before both QEMUs are killed (900)
@@ -38,9 +39,11 @@ counters=2
 hotplug=0
 quiet=0
 out=
-while getopts "a:o:s:t:r:c:Hqh" opt; do
+more=
+while getopts "a:o:s:t:r:c:HqA:h" opt; do
 	case $opt in
 	a) apf=$OPTARG ;;
+	A) more="$more $OPTARG" ;;
 	o) out=$OPTARG ;;
 	s) secs=$OPTARG ;;
 	t) tmo=$OPTARG ;;
@@ -48,7 +51,7 @@ while getopts "a:o:s:t:r:c:Hqh" opt; do
 	c) counters=$OPTARG ;;
 	H) hotplug=1 ;;
 	q) quiet=1 ;;
-	*) sed -n 's/^# \{0,1\}//; 15,25p' "$0" >&2; exit 2 ;;
+	*) sed -n 's/^# \{0,1\}//; 15,26p' "$0" >&2; exit 2 ;;
 	esac
 done
 case $apf in
@@ -56,6 +59,7 @@ on) name=guest-apf-postcopy; extra= ;;
 off) name=guest-apf-postcopy-off; extra=no-kvmapf ;;
 *) echo "error: -a on or -a off, not $apf" >&2; exit 2 ;;
 esac
+extra="$extra$more"
 out=${out:-${KVM_SELFTEST_LOGDIR:-./logs}/$name}
 mkdir -p "$out" || exit 2
 out=$(cd "$out" && pwd)

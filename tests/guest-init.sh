@@ -15,6 +15,18 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug
 
+# harness.kcsan=on (make kcsan-test, with kcsan.early_enable=0): KCSAN's
+# runtime is switched on here, once the kernel is up, rather than from
+# the first instruction, which the emulated L1 does not get through.
+case " $(cat /proc/cmdline) " in
+*" harness.kcsan=on "*)
+	if echo on >/sys/kernel/debug/kcsan; then
+		echo "guest: KCSAN on from /init"
+	else
+		echo "guest: KCSAN could not be switched on"
+	fi ;;
+esac
+
 check_boot() {
 	echo "$(uname -r), /init at $(cut -d' ' -f1 /proc/uptime)s"
 }

@@ -5,7 +5,7 @@
 # (guest-init.sh) in TAP form.
 #
 # usage: run-guest.sh [-a ARGS] [-o OUTDIR] [-t TIMEOUT]
-#   -a ARGS     appended to the guest's kernel command line
+#   -a ARGS     appended to the guest's kernel command line (repeatable)
 #   -o OUTDIR   where the guest's files go (default
 #               $KVM_SELFTEST_LOGDIR/guest, else ./logs/guest):
 #               console.log (the guest's whole console), qemu-cmdline,
@@ -24,7 +24,7 @@ tmo=600
 extra=
 while getopts "a:o:t:h" opt; do
 	case $opt in
-	a) extra=" $OPTARG" ;;
+	a) extra="$extra $OPTARG" ;;
 	o) out=$OPTARG ;;
 	t) tmo=$OPTARG ;;
 	*) sed -n 's/^# \{0,1\}//; 6,14p' "$0" >&2; exit 2 ;;
