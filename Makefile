@@ -11,6 +11,7 @@
 #   make export         write build/linux's series to patches/
 #   make export-check   fail if patches/ and build/linux disagree
 #   make check-series   checkpatch --strict each patch, build each prefix
+#                       (FROM=PART: only the prefixes from that part on)
 #   make defconfig-check  the user's recipe, arm64 defconfig with
 #                       CONFIG_KVM_GUEST=y and =n: the directories the
 #                       series changes (make defconfig-image: the whole
@@ -34,7 +35,7 @@
 # BOOT_TIMEOUT (seconds for L1 to reach its test script, default 300).
 
 PY := python3 -m harness
-export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS \
+export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS FROM \
 	FRESH_MODES SMP BENCH_PARTS APF_GUEST_FLAVOUR APF_SWAP_DELAY_MS \
 	APF_SWAP_VCPUS
 

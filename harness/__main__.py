@@ -289,7 +289,12 @@ def main(argv):
     t.add_argument('--force', action='store_true')
     sub.add_parser('export', help='write the tree to patches/')
     sub.add_parser('export-check', help='fail if patches/ != tree')
-    sub.add_parser('check-series', help='checkpatch + build every prefix')
+    cs = sub.add_parser('check-series',
+                        help='checkpatch + build every prefix')
+    cs.add_argument('--from', dest='start_part', metavar='PART',
+                    default=os.environ.get('FROM') or None,
+                    help='build only the prefixes from this part on '
+                    '(its Series-part name, e.g. apf); default: all')
     dc = sub.add_parser('defconfig', help="the user's recipe: defconfig, "
                         'CONFIG_KVM_GUEST on and off')
     dc.add_argument('--full', action='store_true',
@@ -333,7 +338,7 @@ def main(argv):
             series.export_check()
         elif args.cmd == 'check-series':
             deps.ensure()
-            series.check_series(kbuild)
+            series.check_series(kbuild, start_part=args.start_part)
         elif args.cmd == 'defconfig':
             deps.ensure()
             series.make_tree(keep_work=True)

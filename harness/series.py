@@ -370,18 +370,31 @@ def touches(sha, tree, prefix):
     return bool(inside), len(inside) < len(names)
 
 
-def check_series(kbuild):
+def check_series(kbuild, start_part=None):
     """checkpatch every patch and build every prefix of the series.
 
     The prefixes are checked out in build/linux itself and built
     incrementally in the same output directory as "make build", so each
     step recompiles only what its patch touched.  The tree must match
     patches/ (nothing to lose); it is put back on its branch afterwards.
+    With start_part (a part's name, as in its cover's "Series-part:"),
+    every patch is still checkpatched, but only the prefixes from that
+    part on are built.
     """
     make_tree()
+    shas = commits()
+    first = 0
+    if start_part:
+        covers = {name: c[0] for name, c in parts()}
+        if start_part not in covers:
+            raise Error(f'no part {start_part!r} in the series; parts: '
+                        + ', '.join(covers))
+        first = shas.index(covers[start_part])
+        log(f'building the prefixes from part {start_part} on '
+            f'({len(shas) - first} of {len(shas)} commits); the '
+            f'{first} before it are checkpatched only')
     bad = checkpatch(patch_files())
     failed = []
-    shas = commits()
     out = os.path.join(OUT, 'host')
     st_out = os.path.join(OUT, 'check-series')
     branch = git(['symbolic-ref', '-q', '--short', 'HEAD'],
@@ -395,7 +408,7 @@ def check_series(kbuild):
             (', '.join(sorted(base_missing)) or 'none'))
         for n, sha in enumerate(shas, 1):
             subj = git(['log', '-1', '--format=%s', sha]).stdout.strip()
-            if is_empty(sha):
+            if is_empty(sha) or n <= first:
                 continue
             git(['checkout', '-q', '--detach', sha])
             tools, kernel = touches(sha, TREE, 'tools/')
@@ -419,7 +432,7 @@ def check_series(kbuild):
                     ''.join(f'  checkpatch: {b}\n' for b in bad) +
                     ''.join(f'  does not build: {f}\n' for f in failed))
     log(f'check-series: {len(shas)} commits, checkpatch clean, every prefix '
-        'builds')
+        + (f'from part {start_part} on ' if start_part else '') + 'builds')
 
 
 def base_worktree():
