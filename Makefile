@@ -35,13 +35,13 @@
 # BOOT_TIMEOUT (seconds for L1 to reach its test script, default 300).
 
 PY := python3 -m harness
-export TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS FROM \
-	FRESH_MODES SMP BENCH_PARTS APF_GUEST_FLAVOUR APF_SWAP_DELAY_MS \
+export BASE TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS \
+	FROM FRESH_MODES SMP BENCH_PARTS APF_GUEST_FLAVOUR APF_SWAP_DELAY_MS \
 	APF_SWAP_VCPUS
 
 .PHONY: run test baseline deps tree export export-check check-series build \
 	package list check bench fresh-check defconfig-check defconfig-image \
-	kasan-test kcsan-test
+	kasan-test kcsan-test newest-check
 
 UNITTESTS := python3 -m unittest discover -s harness -p 'test_*.py' -t .
 
@@ -76,7 +76,7 @@ kcsan-test:
 run baseline package list bench:
 	@$(PY) $@
 
-deps export export-check check-series fresh-check:
+deps export export-check check-series fresh-check newest-check:
 	@$(PY) $@
 
 defconfig-check:

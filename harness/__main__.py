@@ -6,13 +6,15 @@ import re
 import sys
 
 from . import bench, deps, fresh, guest, kbuild, series, tap, vm
-from .common import BASE_TREE, BUILD, OUT, RESULTS, TOP, TREE, Error, \
-    Stage, fmt_time, log, print_timings, run
+from .common import BASE_TREE, BASELINE, BUILD, OUT, RUNS, TOP, TREE, WORK, \
+    Error, Stage, check_base, fmt_time, log, migrate_layout, print_timings, run
 
 ALL_MODES = ['vhe', 'nvhe', 'protected']
 # The main job's guests: one that just runs (timer interrupts), one per
-# feature of the series that a guest can show.
-DEMO_TESTS = ['aarch64/arch_timer', 'aarch64/stage2_fault_stress_test_thp',
+# feature of the series that a guest can show; those of them that the
+# base's test list has (arch_timer is a common test from 6.12 on).
+DEMO_TESTS = ['aarch64/arch_timer', 'arch_timer',
+              'aarch64/stage2_fault_stress_test_thp',
               'aarch64/vfio_normal_nc_test', 'guest', 'guest-apf-postcopy',
               'guest-apf-postcopy-off', 'guest-apf-swap',
               'guest-apf-swap-off']
@@ -161,7 +163,7 @@ def prepare(base=False, flavour='host', keep_going=False, l2=True,
         if l2:
             guest.make_guest_initramfs(l2files[1])
         package = vm.make_package(selftests,
-                                  os.path.join(BUILD, 'pkg', label),
+                                  os.path.join(WORK, 'pkg', label),
                                   base=base, guest=l2files)
         initramfs = vm.make_initramfs(os.path.join(BUILD, 'initramfs.cpio'))
     return image, initramfs, package, label, guest.vmm_image() if l2 \
@@ -205,7 +207,7 @@ def run_modes(args, base=False):
     results = []
     for mode in modes:
         with Stage(f'L1 host in {mode} mode: {len(tests)} tests'):
-            rundir = os.path.join(BUILD, 'runs', label, mode)
+            rundir = os.path.join(RUNS, label, mode)
             results.append(vm.boot(image, initramfs, package, mode,
                                    [t[0] for t in tests], rundir, timeout,
                                    vmm))
@@ -224,7 +226,7 @@ def cmd_test(args):
 def cmd_baseline(args):
     results, names = run_modes(args, base=True)
     if not names and args.guest_flavour == 'guest':
-        dest = os.path.join(RESULTS, 'baseline')
+        dest = BASELINE
         os.makedirs(dest, exist_ok=True)
         for r in results:
             with open(os.path.join(dest, f'{r.mode}.tap'), 'w') as f:
@@ -234,7 +236,7 @@ def cmd_baseline(args):
         log(f'baseline written to {os.path.relpath(dest, TOP)}/')
     else:
         log('a partial test list or another guest kernel: '
-            'results/baseline/ left unchanged')
+            f'{os.path.relpath(BASELINE, TOP)}/ left unchanged')
     print_timings()
     tap.summary(results, title=f'unpatched base {series.base_tag_name()}')
     return 0
@@ -242,7 +244,7 @@ def cmd_baseline(args):
 
 def cmd_run(args):
     """The main job: boot the patched host in every mode, run a guest."""
-    args.tests = args.tests or ' '.join(DEMO_TESTS)
+    args.tests = args.tests or ' '.join(vm.present(DEMO_TESTS))
     results, _ = run_modes(args)
     print('\nKVM in the L1 host, per mode:')
     for r in results:
@@ -272,7 +274,7 @@ def cmd_run(args):
 
 def cmd_package(args):
     _, _, package, label, _ = prepare()
-    dest = os.path.join(BUILD, 'kvm-selftests-arm64.tar.gz')
+    dest = os.path.join(WORK, 'kvm-selftests-arm64.tar.gz')
     run(['tar', '-czf', dest, '-C', os.path.dirname(package),
          '--transform', f's,^{label},kvm-selftests-arm64,', label])
     log(f'wrote {os.path.relpath(dest, TOP)}: copy it to the arm64 host, '
@@ -325,8 +327,12 @@ def main(argv):
     sub.add_parser('list', help='the known test names')
     sub.add_parser('fresh-check', help='./kvm-series test in a new '
                    'minimal Debian 12 root')
+    sub.add_parser('newest-check', help="does each base's series apply to "
+                   "the newest version of its linux-source package?")
     args = p.parse_args(argv)
     try:
+        check_base()
+        migrate_layout()
         if args.cmd == 'deps':
             deps.ensure()
         elif args.cmd == 'tree':
@@ -375,6 +381,8 @@ def main(argv):
         elif args.cmd == 'fresh-check':
             deps.ensure()
             return fresh.fresh_check()
+        elif args.cmd == 'newest-check':
+            return 1 if series.newest_check() else 0
         elif args.cmd == 'list':
             print('\n'.join(t[0] for t in vm.read_list()))
         else:

@@ -8,17 +8,81 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(TOP, 'build')
-PATCHES = os.path.join(TOP, 'patches')
 CONFIGS = os.path.join(TOP, 'configs')
 RESULTS = os.path.join(TOP, 'results')
-TREE = os.path.join(BUILD, 'linux')        # base + series, where work happens
-BASE_TREE = os.path.join(BUILD, 'base')    # git worktree at the base tag
-OUT = os.path.join(BUILD, 'out')           # O= build directories
 
-# The pinned base: Debian's linux-source-6.1.  BASE_VERSION overrides it.
-BASE_PACKAGE = 'linux-source-6.1'
-BASE_VERSION = os.environ.get('BASE_VERSION') or '6.1.192-2'
-BASE_TARBALL = '/usr/src/linux-source-6.1.tar.xz'
+# The bases the series is kept for, each one Debian's linux-source-<base>
+# package at a pinned version, and what differs between them: the line
+# KVM prints once it is initialised in each mode.  BASE picks one (the
+# default is 6.1); BASE_VERSION overrides the pinned version.
+BASES = {
+    '6.1': {
+        'version': '6.1.192-2',
+        'kvm_init': {'vhe': 'VHE mode initialized successfully',
+                     'nvhe': 'Hyp mode initialized successfully',
+                     'protected': 'Protected nVHE mode initialized '
+                                  'successfully'},
+    },
+    '6.12': {
+        'version': '6.12.118-1~deb12u1',
+        'kvm_init': {'vhe': 'VHE mode initialized successfully',
+                     'nvhe': 'Hyp nVHE mode initialized successfully',
+                     'protected': 'Protected nVHE mode initialized '
+                                  'successfully'},
+    },
+}
+DEFAULT_BASE = '6.1'
+BASE = os.environ.get('BASE') or DEFAULT_BASE
+_PROFILE = BASES.get(BASE, {})
+
+# Per base: the series, its test list and baseline, and under build/<base>
+# the kernel tree, its build outputs and the runs.  Shared between bases:
+# build/arm64 (unpacked arm64 packages), build/vmm, build/fresh.
+PATCHES = os.path.join(TOP, 'patches', BASE)
+TEST_LIST = os.path.join(TOP, 'tests', f'kvm-selftests-{BASE}.list')
+BASELINE = os.path.join(RESULTS, 'baseline', BASE)
+WORK = os.path.join(BUILD, BASE)
+TREE = os.path.join(WORK, 'linux')         # base + series, where work happens
+BASE_TREE = os.path.join(WORK, 'base')     # git worktree at the base tag
+OUT = os.path.join(WORK, 'out')            # O= build directories
+RUNS = os.path.join(WORK, 'runs')          # one directory per run and mode
+
+BASE_PACKAGE = f'linux-source-{BASE}'
+PINNED_VERSION = _PROFILE.get('version', '')
+BASE_VERSION = os.environ.get('BASE_VERSION') or PINNED_VERSION
+BASE_TARBALL = f'/usr/src/linux-source-{BASE}.tar.xz'
+KVM_INIT = _PROFILE.get('kvm_init', {})
+
+
+def check_base():
+    """Fail with the list of bases if BASE names none of them."""
+    if BASE not in BASES:
+        raise Error(f'unknown base {BASE!r} (BASE=); bases: '
+                    + ', '.join(BASES))
+
+
+def migrate_layout():
+    """Move a 6.1 work area from build/ to build/6.1/ (the layout before
+    the harness knew more than one base), so that no work is lost."""
+    old = os.path.join(BUILD, 'linux')
+    if BASE != '6.1' or not os.path.isdir(old) or os.path.exists(WORK):
+        return
+    log('moving the 6.1 work area from build/ to '
+        f'{os.path.relpath(WORK, TOP)}/')
+    os.makedirs(WORK)
+    for name in ('linux', 'base', 'out', 'runs', 'pkg', 'tree.json',
+                 'kvm-selftests-arm64.tar.gz'):
+        if os.path.exists(os.path.join(BUILD, name)):
+            os.rename(os.path.join(BUILD, name), os.path.join(WORK, name))
+    if os.path.isdir(BASE_TREE):
+        git(['worktree', 'repair', BASE_TREE], check=False)
+
+
+def set_base_version(version):
+    """Use another version of the base package (see deps.ensure())."""
+    global BASE_VERSION
+    BASE_VERSION = version
+
 
 # Identity and dates used for every commit the harness makes, so that the
 # base commit id and the tree's commit ids are reproducible.

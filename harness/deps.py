@@ -1,11 +1,12 @@
 """Debian packages the harness needs, installed through apt."""
 
+import functools
 import os
 import re
 import subprocess
 
-from .common import (BASE_PACKAGE, BASE_TARBALL, BASE_VERSION, BUILD, Error,
-                     log, run)
+from . import common
+from .common import BASE_PACKAGE, BASE_TARBALL, BUILD, Error, log, run
 
 # Build machine packages (amd64 or arm64 alike).  Each one is here because
 # the harness runs something from it; nothing is assumed to be on the
@@ -48,11 +49,54 @@ def apt_update():
     run(['apt-get', 'update', '-q'])
 
 
+def version_key(version):
+    """A sort key for Debian versions of one package (dpkg's order)."""
+    def cmp(a, b):
+        if a == b:
+            return 0
+        res = subprocess.run(['dpkg', '--compare-versions', a, 'lt', b])
+        return -1 if res.returncode == 0 else 1
+    return functools.cmp_to_key(cmp)(version)
+
+
+def newest(versions):
+    return max(versions, key=version_key) if versions else None
+
+
+def choose_version(available):
+    """The base version to install from the versions apt offers.
+
+    The pinned one if apt still has it.  Debian's security archive keeps
+    only recent versions of linux-source-<base>: when the pinned one is
+    gone, take the newest of the same series with a warning (the base
+    commit and the baseline differ from the pinned ones).  A version the
+    user asked for (BASE_VERSION=) is never replaced.
+    """
+    want = common.BASE_VERSION
+    if want in available:
+        return want
+    hint = ('; available: ' + (', '.join(available) or 'none') +
+            '. Choose one with BASE_VERSION=<version>, or add an apt '
+            'source that carries it.')
+    if os.environ.get('BASE_VERSION') or not available:
+        raise Error(f'{BASE_PACKAGE} version {want} is not in the package '
+                    'index' + hint)
+    take = newest(available)
+    log(f'WARNING: the pinned {BASE_PACKAGE} {want} is no longer in the '
+        f'package index; taking the newest, {take}. The base commit and '
+        'the results can differ from the pinned base: check that the '
+        'series applies (make newest-check) and compare with a baseline '
+        f'made on {take} (make baseline). Set BASE_VERSION={take} to '
+        'silence this, or update the pin in harness/common.py.')
+    return take
+
+
 def ensure(update=True):
-    """Install what is missing; pin linux-source-6.1 to BASE_VERSION."""
+    """Install what is missing; pin linux-source-<base> (choose_version)."""
+    common.check_base()
     if os.geteuid() != 0:
         missing = [p for p in PACKAGES if not installed_version(p)]
-        if missing or installed_version(BASE_PACKAGE) != BASE_VERSION:
+        if missing or installed_version(BASE_PACKAGE) != common.BASE_VERSION:
             raise Error('missing packages and not root: run as root, or '
                         'install: ' + ' '.join(missing + [BASE_PACKAGE]))
         return
@@ -66,24 +110,22 @@ def ensure(update=True):
         run(['dpkg', '--add-architecture', 'arm64'])
         update = True
     missing = [p for p in PACKAGES if not installed_version(p)]
-    base_ok = installed_version(BASE_PACKAGE) == BASE_VERSION
+    installed = installed_version(BASE_PACKAGE)
+    base_ok = installed == common.BASE_VERSION
     if not missing and base_ok and not need_arm64:
-        log('packages: all present, ' f'{BASE_PACKAGE} {BASE_VERSION}')
+        log(f'packages: all present, {BASE_PACKAGE} {common.BASE_VERSION}')
         return
     if update:
         apt_update()
     if not base_ok:
-        vers = available_versions(BASE_PACKAGE)
-        if BASE_VERSION not in vers:
-            raise Error(f'{BASE_PACKAGE} version {BASE_VERSION} is not in '
-                        'the package index; available: '
-                        f'{", ".join(vers) or "none"}. Choose one with '
-                        'BASE_VERSION=<version> (the base commit and the '
-                        'baseline results change with it), or add an apt '
-                        'source that carries it.')
-    pkgs = missing + [f'{BASE_PACKAGE}={BASE_VERSION}']
-    run(['apt-get', 'install', '-y', '-q', '--no-install-recommends',
-         '--allow-downgrades'] + pkgs, env=env)
+        version = choose_version(available_versions(BASE_PACKAGE))
+        common.set_base_version(version)
+        base_ok = installed == version
+    pkgs = missing + ([] if base_ok
+                      else [f'{BASE_PACKAGE}={common.BASE_VERSION}'])
+    if pkgs:
+        run(['apt-get', 'install', '-y', '-q', '--no-install-recommends',
+             '--allow-downgrades'] + pkgs, env=env)
     if not os.path.exists(BASE_TARBALL):
         raise Error(f'{BASE_PACKAGE} installed but {BASE_TARBALL} is missing')
 

@@ -14,7 +14,9 @@ import shutil
 import subprocess
 import time
 
-from .common import BUILD, TOP, Error, Stage, fmt_time, git, log, run
+from . import vm
+from .common import (BASE, BUILD, TOP, WORK, Error, Stage, fmt_time, git,
+                     log, run)
 
 FRESH = os.path.join(BUILD, 'fresh')
 MINBASE = os.path.join(FRESH, 'debian12-minbase.tar')
@@ -23,8 +25,9 @@ SUITE = 'bookworm'
 # One mode, three entries: a selftest guest with interrupts, a stage-2
 # test of the series and the L2 Linux guest under the arm64 QEMU; with
 # them the boot, KVM and kernel-log checks.
-DEFAULT_TESTS = ('aarch64/arch_timer aarch64/stage2_fault_stress_test_thp '
-                 'guest')
+# (Those the base's list has: arch_timer is a common test from 6.12 on.)
+DEFAULT_TESTS = ['aarch64/arch_timer', 'arch_timer',
+                 'aarch64/stage2_fault_stress_test_thp', 'guest']
 DEFAULT_MODES = 'nvhe'
 
 
@@ -91,7 +94,8 @@ def fresh_check():
     if git(['status', '--porcelain'], cwd=TOP).stdout.strip():
         log('note: uncommitted changes are not part of the check; it runs '
             'the committed tree (HEAD)')
-    tests = os.environ.get('FRESH_TESTS') or DEFAULT_TESTS
+    tests = os.environ.get('FRESH_TESTS') or ' '.join(
+        vm.present(DEFAULT_TESTS))
     modes = os.environ.get('FRESH_MODES') or DEFAULT_MODES
     start = time.monotonic()
     make_minbase()
@@ -117,10 +121,11 @@ mount --rbind /sys "$root/sys"
 mount --bind {ccache} "$root/ccache"
 exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/root LANG=C.UTF-8 CCACHE_DIR=/ccache TESTS="{tests}" \
-    MODES="{modes}" sh -c 'cd {TOP} && ./kvm-series test'
+    MODES="{modes}" BASE="{BASE}" sh -c 'cd {TOP} && ./kvm-series test'
 '''
     log(f'fresh Debian 12 root: {os.path.relpath(ROOT, TOP)}; running '
-        f'TESTS="{tests}" MODES="{modes}" ./kvm-series test there; log: '
+        f'BASE={BASE} TESTS="{tests}" MODES="{modes}" ./kvm-series test '
+        'there; log: '
         f'{os.path.relpath(logf, TOP)}')
     with Stage('./kvm-series test in the fresh root'), open(logf, 'w') as f:
         proc = subprocess.Popen(['unshare', '--mount', '--propagation',
@@ -136,7 +141,7 @@ exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
                 print(f'  | {line}', flush=True)
         rc = proc.wait()
     took = fmt_time(time.monotonic() - start)
-    runs = os.path.relpath(os.path.join(inside, 'build', 'runs'), TOP)
+    runs = os.path.relpath(ROOT + os.path.join(WORK, 'runs'), TOP)
     if rc == 0:
         log(f'fresh-check PASSED in {took}: a new Debian 12 root ran '
             f'./kvm-series test ({modes}: {tests}); log '

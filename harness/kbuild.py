@@ -4,7 +4,8 @@ import os
 import re
 import shutil
 
-from .common import CONFIGS, CROSS, JOBS, OUT, Error, Stage, git, log, run
+from .common import (BASE, CONFIGS, CROSS, JOBS, OUT, Error, Stage, git,
+                     log, run)
 
 # Build flavours: the fragments merged, in order, onto tinyconfig.
 FLAVOURS = {
@@ -15,6 +16,12 @@ FLAVOURS = {
     'lockstat': ['base.config', 'host.config', 'lockstat.config'],
     'kasan': ['base.config', 'host.config', 'debug.config', 'kasan.config'],
 }
+
+
+def fragment(name):
+    """configs/<base>/<name> if the base has its own, else configs/<name>."""
+    own = os.path.join(CONFIGS, BASE, name)
+    return own if os.path.exists(own) else os.path.join(CONFIGS, name)
 
 
 def make_env():
@@ -83,7 +90,7 @@ def configure(tree, out, flavour):
     series that does not add it yet) is reported and tolerated; any other
     option not honoured is an error.
     """
-    frags = [os.path.join(CONFIGS, f) for f in FLAVOURS[flavour]]
+    frags = [fragment(f) for f in FLAVOURS[flavour]]
     cfg = os.path.join(out, '.config')
     stamp = os.path.join(out, '.fragments')
     sig = ''.join(open(f).read() for f in frags)

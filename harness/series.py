@@ -16,18 +16,36 @@ import re
 import shutil
 import tempfile
 
-from . import deps
-from .common import (BASE_DATE, BASE_TARBALL, BASE_TREE, BASE_VERSION, BUILD,
-                     OUT, PATCHES, SERIES_EMAIL, SERIES_NAME, TREE, Error, Stage, git, git_env,
-                     log, run)
+from . import common, deps
+from .common import (BASE, BASE_DATE, BASE_TARBALL, BASE_TREE, BUILD, OUT,
+                     PATCHES, SERIES_EMAIL, SERIES_NAME, TREE, WORK, Error,
+                     Stage, git, git_env, log, run)
 
 BASE_TAG = 'base'
-STAMP = os.path.join(BUILD, 'tree.json')
+STAMP = os.path.join(WORK, 'tree.json')
+TREE_REL = os.path.relpath(TREE, common.TOP)       # build/<base>/linux
+PATCHES_REL = os.path.relpath(PATCHES, common.TOP)  # patches/<base>
 PART_RE = re.compile(r'^Series-part:\s*([a-z0-9][a-z0-9-]*)\s*$', re.M)
 
 
+def tag_for(version):
+    """The base tag for a package version ('~' cannot be in a git ref)."""
+    return 'debian-' + version.replace('~', '_')
+
+
 def base_tag_name():
-    return f'debian-{BASE_VERSION}'
+    """The tag of the base commit in build/<base>/linux.
+
+    Normally that of the pinned (or BASE_VERSION=) version.  A tree made
+    from a newer version because the pinned one had left the package
+    index (deps.choose_version) has that version's tag only, and keeps it.
+    """
+    tag = tag_for(common.BASE_VERSION)
+    if os.environ.get('BASE_VERSION') or \
+            not os.path.isdir(os.path.join(TREE, '.git')):
+        return tag
+    tags = git(['tag', '-l', 'debian-*'], check=False).stdout.split()
+    return tag if tag in tags or len(tags) != 1 else tags[0]
 
 
 def patch_files(pdir=PATCHES):
@@ -74,24 +92,27 @@ def make_base():
             return res.stdout.strip()
         raise Error(f'{TREE} exists but has no tag {tag}: it was made from '
                     'another base version. Export any work (make export), '
-                    'then remove build/linux and run make tree again.')
+                    f'then remove {os.path.relpath(TREE, common.TOP)} and '
+                    'run make tree again.')
     deps.ensure()
+    version = common.BASE_VERSION
+    tag = tag_for(version)
     with Stage(f'base tree from {os.path.basename(BASE_TARBALL)} '
-               f'{BASE_VERSION}'):
+               f'{version}'):
         tmp = TREE + '.tmp'
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         run(['tar', '-xf', BASE_TARBALL, '-C', tmp])
-        src = os.path.join(tmp, 'linux-source-6.1')
+        src = os.path.join(tmp, f'linux-source-{BASE}')
         _strip_debian_gitignore(os.path.join(src, '.gitignore'))
         env = git_env({'GIT_AUTHOR_DATE': BASE_DATE,
                        'GIT_COMMITTER_DATE': BASE_DATE})
         git(['init', '-q', '-b', 'series'], cwd=src, env=env)
         git(['add', '-A', '-f', '.'], cwd=src, env=env)
         git(['commit', '-q', '-m',
-             f'Debian {deps.BASE_PACKAGE} {BASE_VERSION}\n\n'
+             f'Debian {deps.BASE_PACKAGE} {version}\n\n'
              f'Unpacked {os.path.basename(BASE_TARBALL)} from the Debian '
-             f'package {deps.BASE_PACKAGE}\nversion {BASE_VERSION}, with '
+             f'package {deps.BASE_PACKAGE}\nversion {version}, with '
              'the Debian packaging block removed from .gitignore.\n'],
             cwd=src, env=env)
         git(['tag', tag], cwd=src, env=env)
@@ -159,15 +180,16 @@ def make_tree(force=False, keep_work=False):
         # patches/ already holds it.
         diff = export_diff()
         if diff and keep_work:
-            log('WARNING: using build/linux as it is; it has work that is '
-                'not in patches/ (make export, then commit patches/):\n' +
-                diff)
+            log(f'WARNING: using {TREE_REL} as it is; it has work that '
+                f'is not in {PATCHES_REL}/ (make export, then commit '
+                f'{PATCHES_REL}/):\n' + diff)
             return
         if diff:
-            raise Error('build/linux has work that is not in patches/:\n' +
-                        diff + '\nRun "make export" to keep it, or '
+            raise Error(f'{TREE_REL} has work that is not in '
+                        f'{PATCHES_REL}/:\n' + diff + '\nRun "make export" '
+                        'to keep it, or '
                         '"make tree FORCE=1" to throw it away.')
-    with Stage('apply patches/ to the base tree'):
+    with Stage(f'apply {PATCHES_REL}/ to the base tree'):
         apply_series()
         _write_stamp()
     n = len(git(['rev-list', f'{base_tag_name()}..HEAD']).stdout.split())
@@ -237,7 +259,7 @@ def _tree_diff(a, b):
             if os.path.isdir(pa) or os.path.isdir(pb):
                 walk(r)
             elif n not in na:
-                lines.append(f'  only in patches/: {r}')
+                lines.append(f'  only in {PATCHES_REL}/: {r}')
             elif n not in nb:
                 lines.append(f'  only in the tree: {r}')
             elif not filecmp.cmp(pa, pb, shallow=False):
@@ -247,13 +269,13 @@ def _tree_diff(a, b):
 
 
 def export_diff(tree=TREE):
-    """'' when patches/ matches the tree, else what differs."""
+    """'' when patches/<base> matches the tree, else what differs."""
     with tempfile.TemporaryDirectory() as tmp:
         export_to(tmp, tree)
         lines = _tree_diff(tmp, PATCHES)
     dirty = tree_dirty(tree)
     if dirty:
-        lines.append('  uncommitted changes in build/linux:')
+        lines.append(f'  uncommitted changes in {TREE_REL}:')
         lines += ['    ' + line for line in dirty.splitlines()[:20]]
     return '\n'.join(lines)
 
@@ -262,8 +284,8 @@ def export():
     if not os.path.isdir(os.path.join(TREE, '.git')):
         raise Error('no kernel tree: run "make tree" first')
     if tree_dirty():
-        raise Error('build/linux has uncommitted changes; commit them '
-                    '(git -C build/linux commit) before exporting:\n' +
+        raise Error(f'{TREE_REL} has uncommitted changes; commit them '
+                    f'(git -C {TREE_REL} commit) before exporting:\n' +
                     tree_dirty())
     tmp = PATCHES + '.new'
     shutil.rmtree(tmp, ignore_errors=True)
@@ -274,9 +296,9 @@ def export():
     os.rename(tmp, PATCHES)
     _write_stamp()
     if changes:
-        log('patches/ updated:\n' + '\n'.join(changes))
+        log(f'{PATCHES_REL}/ updated:\n' + '\n'.join(changes))
     else:
-        log('patches/ already matched the tree; nothing changed')
+        log(f'{PATCHES_REL}/ already matched the tree; nothing changed')
 
 
 def export_check():
@@ -284,13 +306,14 @@ def export_check():
         raise Error('no kernel tree: run "make tree" first')
     diff = export_diff()
     if diff:
-        first = ('commit the work in build/linux (git -C build/linux '
+        first = (f'commit the work in {TREE_REL} (git -C {TREE_REL} '
                  'commit -as), then run ' if tree_dirty() else 'Run ')
-        raise Error('patches/ and build/linux disagree:\n' + diff +
-                    f'\n{first}"make export" to write the tree to patches/ '
-                    '(then commit patches/), or "make tree FORCE=1" to reset '
-                    'the tree to patches/ (the work is lost).')
-    log('patches/ matches build/linux')
+        raise Error(f'{PATCHES_REL}/ and {TREE_REL} disagree:\n' + diff +
+                    f'\n{first}"make export" to write the tree to '
+                    f'{PATCHES_REL}/ (then commit {PATCHES_REL}/), or "make '
+                    f'tree FORCE=1" to reset the tree to {PATCHES_REL}/ (the '
+                    'work is lost).')
+    log(f'{PATCHES_REL}/ matches {TREE_REL}')
 
 
 def added_files(patch):
@@ -445,3 +468,94 @@ def base_worktree():
         git(['checkout', '-q', '--detach', base_tag_name()], cwd=BASE_TREE)
     return BASE_TREE
 
+
+
+def newest_check():
+    """Does each base's series apply to the newest version apt offers?
+
+    Debian's security archive replaces linux-source-<base> versions as
+    they come; this tells, before the pinned one disappears, whether
+    moving the pin would need the series rebased.  Each newest version's
+    package is downloaded (not installed) into build/newest/, its tarball
+    unpacked, and every patch of patches/<base>/ applied in order with
+    git apply.  Prints TAP; returns the number of failures.
+    """
+    dl = os.path.join(BUILD, 'newest')
+    os.makedirs(dl, exist_ok=True)
+    if os.geteuid() == 0:
+        deps.apt_update()
+    lines, failed = [], 0
+    for n, base in enumerate(common.BASES, 1):
+        pkg = f'linux-source-{base}'
+        pinned = common.BASES[base]['version']
+        pdir = os.path.join(common.TOP, 'patches', base)
+        files = [f for f in patch_files(pdir) if _has_diff(f)]
+        vers = deps.available_versions(pkg)
+        latest = deps.newest(vers)
+        name = f'newest/{base}'
+        if not latest:
+            failed += 1
+            lines.append(f'not ok {n} {name} # {pkg} is not in the package '
+                         'index: check the apt sources')
+            continue
+        if not files:
+            lines.append(f'ok {n} {name} # SKIP no series for {base} in '
+                         f'patches/{base}/ yet (newest {latest})')
+            continue
+        with Stage(f'{pkg} {latest}: apply patches/{base}/'):
+            err = _apply_to_package(pkg, latest, files, dl)
+        pin = ('the pinned version' if latest == pinned
+               else f'pinned {pinned}')
+        if err:
+            failed += 1
+            lines.append(f'not ok {n} {name} # {latest} ({pin}): {err}')
+        else:
+            lines.append(f'ok {n} {name} # {latest} ({pin}): all '
+                         f'{len(files)} patches apply')
+    print('TAP version 13\n1..' + str(len(common.BASES)) + '\n' +
+          '\n'.join(lines), flush=True)
+    return failed
+
+
+def _has_diff(path):
+    with open(path, errors='replace') as f:
+        return any(line.startswith('diff --git ') for line in f)
+
+
+def _apply_to_package(pkg, version, files, dl):
+    """'' if every patch applies to that version's tarball, else why not."""
+    work = os.path.join(dl, f'{pkg}_{version}'.replace('~', '_'))
+    src = os.path.join(work, 'src')
+    if not os.path.isdir(src):
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(work)
+        res = run(['apt-get', '-o', 'APT::Sandbox::User=root', 'download',
+                   f'{pkg}={version}'], cwd=work, check=False)
+        debs = [f for f in os.listdir(work) if f.endswith('.deb')]
+        if res.returncode != 0 or not debs:
+            return f'cannot download {pkg}={version} (apt-get download)'
+        run(['dpkg-deb', '-x', debs[0], 'deb'], cwd=work, quiet=True)
+        tarball = os.path.join(work, 'deb', 'usr', 'src', f'{pkg}.tar.xz')
+        tmp = src + '.tmp'
+        os.makedirs(tmp)
+        run(['tar', '-xf', tarball, '-C', tmp])
+        os.rename(os.path.join(tmp, pkg), src)
+        os.rmdir(tmp)
+        shutil.rmtree(os.path.join(work, 'deb'))
+        for f in debs:
+            os.remove(os.path.join(work, f))
+        # A clean copy stays in src/; each check applies to a fresh copy.
+    trial = os.path.join(work, 'trial')
+    shutil.rmtree(trial, ignore_errors=True)
+    run(['cp', '-a', src, trial], quiet=True)
+    try:
+        for f in files:
+            res = run(['git', 'apply', '--whitespace=nowarn', f], cwd=trial,
+                      check=False, capture=True, quiet=True)
+            if res.returncode != 0:
+                msg = (res.stderr.strip().splitlines() or ['failed'])[0]
+                return (f'{os.path.relpath(f, common.TOP)} does not apply '
+                        f'({msg})')
+        return ''
+    finally:
+        shutil.rmtree(trial, ignore_errors=True)

@@ -4,7 +4,7 @@ import glob
 import os
 import re
 
-from .common import RESULTS, TOP
+from .common import BASELINE, TOP
 
 RESULT_RE = re.compile(r'^(not ok|ok) (\d+) (\S+)(?: # ?(.*))?$')
 KLINE_RE = re.compile(r'^\[\s*\d+\.\d+\]')
@@ -164,8 +164,7 @@ def mode_result(mode, rundir, expect, killed, took, init_time):
 
 
 def load_baseline(mode, where=None):
-    path = os.path.join(where or os.path.join(RESULTS, 'baseline'),
-                        f'{mode}.tap')
+    path = os.path.join(where or BASELINE, f'{mode}.tap')
     if not os.path.exists(path):
         return None
     return {n: s for n, s, _ in parse(_read(path))}
@@ -175,7 +174,7 @@ def summary(mode_results, baseline_dir=None, title=None):
     """Print the combined TAP, the table with the baseline; return counts.
 
     With a title (the baseline run itself) the table is not compared with
-    results/baseline/ and is headed by the title instead.
+    results/baseline/<base>/ and is headed by the title instead.
     """
     lines = ['TAP version 13']
     total = sum(len(m.results) for m in mode_results)
@@ -198,7 +197,7 @@ def summary(mode_results, baseline_dir=None, title=None):
     width = max([len(n) for n in names] + [10])
     print(f'\nSummary ({title}):' if title else
           '\nSummary (series; "was X" = result on the unpatched base, '
-          'results/baseline/):')
+          f'{os.path.relpath(BASELINE, TOP)}/):')
     print(f'  {"test":<{width}}  ' + '  '.join(f'{m.mode:<20}'
                                              for m in mode_results))
     changed = []

@@ -539,6 +539,74 @@ class SeriesTest(unittest.TestCase):
                                     '  only in the tree: 01-x/q.patch'])
 
 
+class BaseTest(unittest.TestCase):
+    """BASE=, the per-base files and the pinned version's fallback."""
+
+    def test_each_base_has_its_files(self):
+        for base, prof in common.BASES.items():
+            self.assertEqual(sorted(prof['kvm_init']),
+                             ['nvhe', 'protected', 'vhe'], base)
+            self.assertTrue(os.path.exists(os.path.join(
+                common.TOP, 'tests', f'kvm-selftests-{base}.list')), base)
+        self.assertIn(common.DEFAULT_BASE, common.BASES)
+        self.assertTrue(series.patch_files(os.path.join(
+            common.TOP, 'patches', common.DEFAULT_BASE)))
+
+    def test_unknown_base(self):
+        with mock.patch.object(common, 'BASE', '5.10'):
+            with self.assertRaisesRegex(common.Error, r"unknown base '5\.10'"
+                                        r".*bases: 6\.1, 6\.12"):
+                common.check_base()
+
+    def test_tag_has_no_tilde(self):
+        self.assertEqual(series.tag_for('6.12.118-1~deb12u1'),
+                         'debian-6.12.118-1_deb12u1')
+        self.assertEqual(series.tag_for('6.1.192-2'), 'debian-6.1.192-2')
+
+    def test_newest_by_dpkg_order(self):
+        self.assertEqual(deps.newest(['6.12.9-1', '6.12.118-1~deb12u1',
+                                      '6.12.118-1~deb12u0']),
+                         '6.12.118-1~deb12u1')
+
+    def test_pinned_version_kept_while_available(self):
+        with mock.patch.object(common, 'BASE_VERSION', '6.1.192-2'):
+            self.assertEqual(deps.choose_version(['6.1.192-3', '6.1.192-2']),
+                             '6.1.192-2')
+
+    def test_pinned_version_gone_takes_newest_with_warning(self):
+        env = {k: v for k, v in os.environ.items() if k != 'BASE_VERSION'}
+        with mock.patch.object(common, 'BASE_VERSION', '6.1.192-2'), \
+                mock.patch.dict(os.environ, env, clear=True), \
+                mock.patch.object(deps, 'log') as log:
+            got = deps.choose_version(['6.1.192-3', '6.1.193-1',
+                                       '6.1.192-4'])
+        self.assertEqual(got, '6.1.193-1')
+        self.assertRegex(log.call_args[0][0],
+                         r'^WARNING: the pinned linux-source-\S+ 6\.1\.192-2'
+                         r' is no longer in the package index; taking the '
+                         r'newest, 6\.1\.193-1')
+
+    def test_version_asked_for_is_never_replaced(self):
+        with mock.patch.object(common, 'BASE_VERSION', '6.1.100-1'), \
+                mock.patch.dict(os.environ, {'BASE_VERSION': '6.1.100-1'}):
+            with self.assertRaisesRegex(common.Error, r'6\.1\.100-1 is not '
+                                        r'in the package index; available: '
+                                        r'6\.1\.192-3, 6\.1\.192-2'):
+                deps.choose_version(['6.1.192-3', '6.1.192-2'])
+
+    def test_fragment_override(self):
+        with tempfile.TemporaryDirectory() as d:
+            os.makedirs(os.path.join(d, '6.12'))
+            for rel in ('host.config', '6.12/host.config', 'base.config'):
+                open(os.path.join(d, rel), 'w').close()
+            with mock.patch.object(kbuild, 'CONFIGS', d), \
+                    mock.patch.object(kbuild, 'BASE', '6.12'):
+                self.assertEqual(kbuild.fragment('host.config'),
+                                 os.path.join(d, '6.12', 'host.config'))
+                self.assertEqual(kbuild.fragment('base.config'),
+                                 os.path.join(d, 'base.config'))
+
+
 if __name__ == '__main__':
     unittest.main()
 

@@ -9,10 +9,11 @@ import threading
 import time
 
 from . import deps, tap
-from .common import TOP, Error, log
+from .common import KVM_INIT, TEST_LIST, TOP, Error, log
 
 TESTS = os.path.join(TOP, 'tests')
-LIST = os.path.join(TESTS, 'kvm-selftests.list')
+LIST = TEST_LIST             # per base: tests/kvm-selftests-<base>.list
+PACKAGE_LIST = 'kvm-selftests.list'     # its name in the package
 RUNNER = os.path.join(TESTS, 'run-kvm-selftests.sh')
 PATTERNS = os.path.join(TESTS, 'splat-patterns')
 RUN_GUEST = os.path.join(TESTS, 'run-guest.sh')
@@ -24,11 +25,10 @@ APF_KEXEC = os.path.join(TESTS, 'apf-kexec.sh')
 GUEST_INIT = os.path.join(TESTS, 'guest-init.sh')
 
 MODES = {
-    # name: (kernel command line, what KVM prints when it is up)
-    'vhe': ('', 'VHE mode initialized successfully'),
-    'nvhe': ('kvm-arm.mode=nvhe', 'Hyp mode initialized successfully'),
-    'protected': ('kvm-arm.mode=protected',
-                  'Protected nVHE mode initialized successfully'),
+    # name: (kernel command line, what KVM prints when it is up: per base)
+    'vhe': ('', KVM_INIT.get('vhe')),
+    'nvhe': ('kvm-arm.mode=nvhe', KVM_INIT.get('nvhe')),
+    'protected': ('kvm-arm.mode=protected', KVM_INIT.get('protected')),
 }
 INIT_MARK = 'harness: init reached'
 DONE_MARK = 'harness: tests finished'
@@ -131,6 +131,12 @@ def select(names):
     return [t for t in tests if not names or t[0] in names]
 
 
+def present(names):
+    """The names, in order, that the base's test list has."""
+    known = {t[0] for t in read_list()}
+    return [n for n in names if n in known]
+
+
 GUEST_DIR = 'guest/'      # list entries run from here are not selftests
 
 
@@ -147,7 +153,7 @@ def make_package(selftests, dest, listfile=LIST, base=False, guest=None):
     for f in (RUNNER, PATTERNS):
         shutil.copy2(f, dest)
     tests = read_list(listfile, base=base)
-    with open(os.path.join(dest, os.path.basename(LIST)), 'w') as f:
+    with open(os.path.join(dest, PACKAGE_LIST), 'w') as f:
         f.write('# the test list as run on the unpatched base\n' if base else
                 f'# {os.path.basename(listfile)}, variables expanded\n')
         f.write(''.join(f'{n} {t} {c}\n' for n, t, c in tests))
