@@ -18,10 +18,11 @@ FLAVOURS = {
 }
 
 
-def fragment(name):
-    """configs/<base>/<name> if the base has its own, else configs/<name>."""
+def fragments(name):
+    """configs/<name>, then configs/<base>/<name> where the base adds to it."""
     own = os.path.join(CONFIGS, BASE, name)
-    return own if os.path.exists(own) else os.path.join(CONFIGS, name)
+    return [os.path.join(CONFIGS, name)] + ([own] if os.path.exists(own)
+                                            else [])
 
 
 def make_env():
@@ -90,7 +91,7 @@ def configure(tree, out, flavour):
     series that does not add it yet) is reported and tolerated; any other
     option not honoured is an error.
     """
-    frags = [fragment(f) for f in FLAVOURS[flavour]]
+    frags = [p for f in FLAVOURS[flavour] for p in fragments(f)]
     cfg = os.path.join(out, '.config')
     stamp = os.path.join(out, '.fragments')
     sig = ''.join(open(f).read() for f in frags)

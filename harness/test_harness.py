@@ -594,17 +594,18 @@ class BaseTest(unittest.TestCase):
                                         r'6\.1\.192-3, 6\.1\.192-2'):
                 deps.choose_version(['6.1.192-3', '6.1.192-2'])
 
-    def test_fragment_override(self):
+    def test_base_fragment_adds(self):
         with tempfile.TemporaryDirectory() as d:
             os.makedirs(os.path.join(d, '6.12'))
             for rel in ('host.config', '6.12/host.config', 'base.config'):
                 open(os.path.join(d, rel), 'w').close()
             with mock.patch.object(kbuild, 'CONFIGS', d), \
                     mock.patch.object(kbuild, 'BASE', '6.12'):
-                self.assertEqual(kbuild.fragment('host.config'),
-                                 os.path.join(d, '6.12', 'host.config'))
-                self.assertEqual(kbuild.fragment('base.config'),
-                                 os.path.join(d, 'base.config'))
+                self.assertEqual(kbuild.fragments('host.config'),
+                                 [os.path.join(d, 'host.config'),
+                                  os.path.join(d, '6.12', 'host.config')])
+                self.assertEqual(kbuild.fragments('base.config'),
+                                 [os.path.join(d, 'base.config')])
 
 
 if __name__ == '__main__':
