@@ -5,7 +5,7 @@ import os
 import re
 import sys
 
-from . import bench, deps, fresh, guest, kbuild, series, tap, vm
+from . import bench, bench_apf, deps, fresh, guest, kbuild, series, tap, vm
 from .common import BASE_TREE, BASELINE, BUILD, OUT, RUNS, TOP, TREE, WORK, \
     Error, Stage, check_base, fmt_time, log, migrate_layout, print_timings, run
 
@@ -24,10 +24,10 @@ def show_apf(rundir):
     """Async PF end to end, for make run: each second of apf-work in the
     postcopy-migrated guest, on beside off, and the ratios."""
     runs = {}
-    for onoff, name in bench.APFG_NAMES.items():
+    for onoff, name in bench_apf.APFG_NAMES.items():
         logdir = os.path.join(rundir, 'logs', name)
         try:
-            fig = bench.parse_apfg(logdir)
+            fig = bench_apf.parse_apfg(logdir)
             with open(os.path.join(logdir, 'console-src.log'), 'rb') as f:
                 text = f.read().decode('utf-8', 'replace')
             with open(os.path.join(logdir, 'console-dst.log'), 'rb') as f:
@@ -35,7 +35,7 @@ def show_apf(rundir):
         except (OSError, Error):
             return
         per_s = {int(m.group(1)): (m.group(2), m.group(3))
-                 for m in bench.APFG_SECOND.finditer(text)}
+                 for m in bench_apf.APFG_SECOND.finditer(text)}
         line = re.search(r'kvm-guest: [^\r\n]*', text)
         runs[onoff] = (fig, per_s, line.group(0) if line else
                        'kvm-guest: (nothing: no-kvmapf)')
@@ -69,17 +69,18 @@ def show_apf(rundir):
 
 def show_apf_swap(rundir):
     """Async PF end to end under swap, for make run: each second of
-    apf-work on beside off, and the ratios (harness/bench.py parse_apfs)."""
+    apf-work on beside off, and the ratios (harness/bench_apf.py
+    parse_apfs)."""
     runs = {}
     dirs = {onoff: os.path.join(rundir, 'logs', name)
-            for onoff, name in bench.APFS_NAMES.items()}
+            for onoff, name in bench_apf.APFS_NAMES.items()}
     try:
-        figs = bench.parse_apfs_pair(dirs)
+        figs = bench_apf.parse_apfs_pair(dirs)
         for onoff, logdir in dirs.items():
             with open(os.path.join(logdir, 'console-vm.log'), 'rb') as f:
                 text = f.read().decode('utf-8', 'replace')
             per_s = {int(m.group(1)): (m.group(2), m.group(3))
-                     for m in bench.APFS_LINE.finditer(text)}
+                     for m in bench_apf.APFS_LINE.finditer(text)}
             runs[onoff] = (figs[onoff], per_s)
     except (OSError, Error):
         return
@@ -319,8 +320,8 @@ def main(argv):
             s.add_argument('--guest-flavour', default='guest',
                            choices=['guest', 'guest-kcsan'])
     sub.add_parser('package', help='static selftests + runner tarball')
-    bn = sub.add_parser('bench', help='stage-2 fault benchmark, base vs '
-                        'series')
+    bn = sub.add_parser('bench', help='benchmarks: stage-2 faults, SDEI '
+                        'delivery, async PF (BENCH_PARTS)')
     bn.add_argument('--rounds', type=int,
                     default=int(os.environ.get('ROUNDS') or 3))
     bn.add_argument('--vcpus', default=os.environ.get('VCPUS') or '1 2 4')

@@ -625,24 +625,24 @@ class LockstatTest(unittest.TestCase):
            'lockstat: end\n')
 
     def test_parse(self):
-        from harness import bench
-        got = bench.parse_lockstat(self.LOG)
+        from harness import bench_stage2
+        got = bench_stage2.parse_lockstat(self.LOG)
         self.assertEqual(got['W'], {'contentions': 4, 'wait_us': 40.0,
                                     'acquisitions': 900})
         self.assertEqual(got['R'], {'contentions': 2, 'wait_us': 4.0,
                                     'acquisitions': 5000})
 
     def test_write_only_class_and_missing_output(self):
-        from harness import bench
-        got = bench.parse_lockstat(
+        from harness import bench_stage2
+        got = bench_stage2.parse_lockstat(
             'lockstat: begin\n      &kvm->mmu_lock:  0  7  1.0  2.0  9.5  '
             '1.3  0  70  0.1  1.0  5.0  0.1\nlockstat: end\n')
         self.assertEqual(got['W']['contentions'], 7)
         self.assertEqual(got['R']['acquisitions'], 0)
         with self.assertRaises(common.Error):
-            bench.parse_lockstat('lockstat: begin\n')
+            bench_stage2.parse_lockstat('lockstat: begin\n')
         with self.assertRaises(common.Error):      # lock stats were off
-            bench.parse_lockstat('lockstat: begin\nlockstat: end\n')
+            bench_stage2.parse_lockstat('lockstat: begin\nlockstat: end\n')
 
 
 class BenchTest(unittest.TestCase):
@@ -651,73 +651,77 @@ class BenchTest(unittest.TestCase):
             'Iteration 2 dirty memory time: 1.000000000s\n')
 
     def test_parse(self):
-        from harness import bench
-        got = bench.parse_log(self.DLPT, 'dlpt')
+        from harness import bench_stage2
+        got = bench_stage2.parse_log(self.DLPT, 'dlpt')
         self.assertAlmostEqual(got['populate'], 4.25)
         self.assertAlmostEqual(got['dirty'], 1.5)
         with self.assertRaises(common.Error):
-            bench.parse_log('Populate memory time: 1.0s\n', 'dlpt')
+            bench_stage2.parse_log('Populate memory time: 1.0s\n', 'dlpt')
 
     def test_table_ratio_and_target(self):
-        from harness import bench
+        from harness import bench_stage2
         the_cases = [('dlpt-v2', 'dlpt', 2, '')]
         raw = [{'base': {'dlpt-v2': {'populate': b, 'dirty': 1.0}},
                 'series': {'dlpt-v2': {'populate': s, 'dirty': 1.0}}}
                for b, s in ((10.0, 5.0), (12.0, 7.0), (11.0, 6.0))]
-        lines, verdicts = bench.table(raw, the_cases, ['base', 'series'])
+        lines, verdicts = bench_stage2.table(raw, the_cases,
+                                             ['base', 'series'])
         self.assertEqual(verdicts, [('dlpt-v2', 'populate', 6.0 / 11.0,
                                      0.6, True)])
         self.assertIn('met', lines[1])
 
     def test_unmeasurable_only_for_missed_multi_vcpu(self):
-        from harness import bench
+        from harness import bench_stage2
         the_cases = [('dlpt-v2', 'dlpt', 2, ''), ('dlpt-v1', 'dlpt', 1, '')]
         raw = [{k: {c: {'populate': 1.0, 'dirty': 1.0} for c in
                     ('dlpt-v2', 'dlpt-v1')} for k in ('base', 'series')}]
-        lines, verdicts = bench.table(raw, the_cases, ['base', 'series'],
-                                      unmeasurable=True)
+        lines, verdicts = bench_stage2.table(raw, the_cases,
+                                             ['base', 'series'],
+                                             unmeasurable=True)
         got = {(n, m): ok for n, m, _, _, ok in verdicts}
         self.assertIsNone(got[('dlpt-v2', 'populate')])
         self.assertTrue(got[('dlpt-v1', 'populate')])     # 1.0 <= 1.03
         self.assertIn('not measurable on 2 cores', lines[1])
-        _, verdicts = bench.table(raw, the_cases, ['base', 'series'])
+        _, verdicts = bench_stage2.table(raw, the_cases, ['base', 'series'])
         self.assertIs(verdicts[0][4], False)              # MISSED
 
     def test_apf_bench(self):
-        from harness import bench
+        from harness import bench_apf
         log = ''.join(f'async-pf-bench: delay {d} ms: on share 0.95{d} '
                       f'window {d * 9}.0 ms; off share 0.000 window '
-                      f'{d * 8}.0 ms\n' for d in bench.APF_DELAYS)
-        got = bench.parse_apf('x\n' + log)
+                      f'{d * 8}.0 ms\n' for d in bench_apf.APF_DELAYS)
+        got = bench_apf.parse_apf('x\n' + log)
         self.assertEqual(got[10], {'on': 0.9510, 'on_ms': 90.0,
                                    'off': 0.0, 'off_ms': 80.0})
         with self.assertRaisesRegex(common.Error, '50 ms'):
-            bench.parse_apf(log.split('\n', 2)[0] + '\n' +
-                            log.split('\n', 2)[1] + '\n')
+            bench_apf.parse_apf(log.split('\n', 2)[0] + '\n' +
+                                log.split('\n', 2)[1] + '\n')
         low = dict(got)
         low[1] = dict(got[1], on=0.4)
         raw = [{'vhe': low, 'nvhe': got}]
-        with mock.patch.object(bench.vm, 'accel', return_value=('', 'tcg')):
-            report = bench.apf_report(raw, 1, 2)
+        with mock.patch.object(bench_apf.vm, 'accel',
+                               return_value=('', 'tcg')):
+            report = bench_apf.apf_report(raw, 1, 2)
         self.assertRegex(report, r'vhe +1 ms +0.400 +0.000 .* MISSED')
         self.assertRegex(report, r'nvhe +50 ms +0.955 .* met')
 
     def test_sdei_latency(self):
-        from harness import bench
+        from harness import bench_sdei
         log = 'x\nsdei-latency: sdei_ns=1500 ppi_ns=1000 ratio=1.50\n'
-        self.assertEqual(bench.parse_sdei_latency(log),
+        self.assertEqual(bench_sdei.parse_sdei_latency(log),
                          {'sdei_ns': 1500.0, 'ppi_ns': 1000.0})
         with self.assertRaises(common.Error):
-            bench.parse_sdei_latency('no figures\n')
+            bench_sdei.parse_sdei_latency('no figures\n')
         raw = [{'vhe': {'sdei_ns': 1500.0, 'ppi_ns': 1000.0},
                 'nvhe': {'sdei_ns': 4000.0, 'ppi_ns': 1000.0}}]
-        with mock.patch.object(bench.vm, 'accel', return_value=('', 'tcg')):
-            report = bench.sdei_report(raw, 1, 2)
+        with mock.patch.object(bench_sdei.vm, 'accel',
+                               return_value=('', 'tcg')):
+            report = bench_sdei.sdei_report(raw, 1, 2)
         self.assertRegex(report, r'vhe +1500 +1000 +1.50  met')
         self.assertRegex(report, r'nvhe +4000 +1000 +4.00  MISSED')
 
     def test_serialisation_gone(self):
-        from harness import bench
+        from harness import bench_stage2
 
         def lock(w):
             return {'W': {'contentions': w}, 'R': {'contentions': 0}}
@@ -731,8 +735,8 @@ class BenchTest(unittest.TestCase):
                                                     lock(base_w)},
                                            'series': {'ls-populate-v2':
                                                       lock(series_w)}}]}, f)
-                self.assertIs(bench.serialisation_gone(p), want)
-            self.assertFalse(bench.serialisation_gone(
+                self.assertIs(bench_stage2.serialisation_gone(p), want)
+            self.assertFalse(bench_stage2.serialisation_gone(
                 os.path.join(d, 'missing.json')))
 
 
@@ -748,7 +752,7 @@ class ApfGuestBenchTest(unittest.TestCase):
                                 for t, tt, c in secs))
 
     def test_share_and_blocktime(self):
-        from harness import bench
+        from harness import bench_apf
         with tempfile.TemporaryDirectory() as d:
             # switch during t=3 (the source printed up to t=2); the 10 s
             # from t=4 at half the end's rate
@@ -759,7 +763,7 @@ class ApfGuestBenchTest(unittest.TestCase):
                        'postcopy_blocktime_ms 469\n'
                        'postcopy_vcpu_blocktime_ms 522,759\n'
                        'guest_parked -\n')
-            fig = bench.parse_apfg(d)
+            fig = bench_apf.parse_apfg(d)
         self.assertAlmostEqual(fig['counter_share'], 0.5)
         self.assertEqual(fig['touched_after'], 10)
         self.assertEqual(fig['postcopy_vcpu_blocktime_ms'], 1281)
@@ -770,7 +774,7 @@ class ApfGuestBenchTest(unittest.TestCase):
         # -q: every second on the destination at the end, as sample
         # lines; the switch is the L1 side's switch_at (t=5), not the
         # source's last line (none)
-        from harness import bench
+        from harness import bench_apf
         with tempfile.TemporaryDirectory() as d:
             with open(os.path.join(d, 'result'), 'w') as f:
                 f.write('apf on\nswitch_at 5\n')
@@ -781,16 +785,16 @@ class ApfGuestBenchTest(unittest.TestCase):
                 f.write(''.join(f'apf-work: sample t={t} touched {tt} '
                                 f'counted {c} at {t}.000\r\n'
                                 for t, tt, c in secs))
-            fig = bench.parse_apfg(d)
+            fig = bench_apf.parse_apfg(d)
         self.assertAlmostEqual(fig['counter_share'], 0.25)
         self.assertEqual(fig['touched_after'], 10)
 
     def test_too_short(self):
-        from harness import bench
+        from harness import bench_apf
         with tempfile.TemporaryDirectory() as d:
             self.write(d, [(1, 9, 100)], [], 'apf off\n')
             with self.assertRaises(common.Error):
-                bench.parse_apfg(d)
+                bench_apf.parse_apfg(d)
 
 
 class ApfSwapBenchTest(unittest.TestCase):
@@ -806,7 +810,7 @@ class ApfSwapBenchTest(unittest.TestCase):
                             for t, tt, c, at in secs))
 
     def test_rates_use_the_times_printed(self):
-        from harness import bench
+        from harness import bench_apf
         with tempfile.TemporaryDirectory() as d:
             # 100 counts/s before the squeeze (at 5.5 s, 1 s long: seconds
             # 2-4 measured); the window starts after the first line at or
@@ -820,7 +824,7 @@ class ApfSwapBenchTest(unittest.TestCase):
             secs[-1] = (12, 6, 198 - 66, 14.01)
             self.write(d, secs, 'apf on\nseconds 12\nsqueeze_at 5.50\n'
                        'squeeze_seconds 1.00\nguest_parked 5\n', False)
-            fig = bench.parse_apfs(d)
+            fig = bench_apf.parse_apfs(d)
         self.assertAlmostEqual(fig['counter_share'], (198 / 4.01) / 100)
         self.assertAlmostEqual(fig['touched_rate'], 8 / 4.01)
         self.assertAlmostEqual(fig['work_rate'],
@@ -832,7 +836,7 @@ class ApfSwapBenchTest(unittest.TestCase):
         # The off run's squeeze takes 10 s, the on run's 2: both are
         # measured from the off run's first second at or past 5 + 10 + 3
         # = 18 s, t=19..30; before t=19 every second is slow in both.
-        from harness import bench
+        from harness import bench_apf
         with tempfile.TemporaryDirectory() as d:
             dirs = {'on': os.path.join(d, 'on'), 'off': os.path.join(d, 'off')}
             for o, took, rate in (('on', 2, 300), ('off', 10, 50)):
@@ -841,7 +845,7 @@ class ApfSwapBenchTest(unittest.TestCase):
                 secs += [(t, 10, rate, t) for t in range(19, 31)]
                 self.write(dirs[o], secs, f'apf {o}\nseconds 30\n'
                            f'squeeze_at 5.00\nsqueeze_seconds {took}.00\n')
-            figs = bench.parse_apfs_pair(dirs)
+            figs = bench_apf.parse_apfs_pair(dirs)
         for o, rate in (('on', 300), ('off', 50)):
             self.assertEqual(figs[o]['window_from'], 19)
             self.assertAlmostEqual(figs[o]['window_s'], 12)
@@ -854,13 +858,13 @@ class ApfSwapBenchTest(unittest.TestCase):
         # Limit set 6.4 s after ready: second 6 (5-6 s) may already hold
         # the reclaim (L1's clock and apf-work's differ by up to a
         # second), so before is seconds 2-5 only
-        from harness import bench
+        from harness import bench_apf
         with tempfile.TemporaryDirectory() as d:
             secs = [(t, 100, 100, t) for t in range(1, 6)]
             secs += [(6, 1, 5, 6)] + [(t, 1, 80, t) for t in range(7, 21)]
             self.write(d, secs, 'apf on\nseconds 20\nsqueeze_at 6.40\n'
                        'squeeze_seconds 1.00\n')
-            fig = bench.parse_apfs(d)
+            fig = bench_apf.parse_apfs(d)
         self.assertAlmostEqual(fig['counted_before'], 100)
         self.assertAlmostEqual(fig['counter_share'], 0.8)
 
@@ -870,7 +874,7 @@ class ApfSwapBenchTest(unittest.TestCase):
         # before, all busy, 1.5 of them in vCPU threads; after, 1.5 busy,
         # 1.0 in vCPU threads.  A sample that is not a line of four
         # numbers is left out.
-        from harness import bench
+        from harness import bench_apf
         with tempfile.TemporaryDirectory() as d:
             secs = [(t, 100, 100, t) for t in range(1, 21)]
             self.write(d, secs, 'apf on\nseconds 20\nsqueeze_at 6.00\n'
@@ -884,7 +888,7 @@ class ApfSwapBenchTest(unittest.TestCase):
             lines.insert(8, '107.50 x 1 2\n')
             with open(os.path.join(d, 'cpu-samples'), 'w') as f:
                 f.write(''.join(lines) + '121.00 9')
-            fig = bench.parse_apfs(d)
+            fig = bench_apf.parse_apfs(d)
         self.assertEqual(fig['window_from'], 13)
         self.assertAlmostEqual(fig['l1_vcpu_before'], 1.5)
         self.assertAlmostEqual(fig['l1_other_before'], 0.5)
@@ -894,9 +898,9 @@ class ApfSwapBenchTest(unittest.TestCase):
         self.assertAlmostEqual(fig['l1_idle_after'], 0.5)
 
     def test_missing_squeeze(self):
-        from harness import bench
+        from harness import bench_apf
         with tempfile.TemporaryDirectory() as d:
             self.write(d, [(1, 9, 100, 1.0)], 'apf off\nseconds 1\n'
                        'squeeze_at -\n')
             with self.assertRaises(common.Error):
-                bench.parse_apfs(d)
+                bench_apf.parse_apfs(d)
