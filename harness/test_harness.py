@@ -424,9 +424,15 @@ class CheckpatchMaintainersTest(unittest.TestCase):
 
 class ListTest(unittest.TestCase):
     def test_list_parses_and_names_unique(self):
-        names = [t[0] for t in vm.read_list()]
-        self.assertEqual(len(names), len(set(names)))
-        self.assertIn('aarch64/arch_timer', names)
+        # Every base's list, whichever BASE this run has.
+        for base, timer in (('6.1', 'aarch64/arch_timer'),
+                            ('6.12', 'arch_timer')):
+            path = os.path.join(common.TOP, 'tests',
+                                f'kvm-selftests-{base}.list')
+            names = [t[0] for t in vm.read_list(path)]
+            self.assertEqual(len(names), len(set(names)), base)
+            self.assertIn(timer, names)
+            self.assertIn('aarch64/sdei', names)
 
     def test_unknown_test_is_an_error(self):
         with self.assertRaises(common.Error) as cm:
