@@ -20,14 +20,20 @@ BASES = {
         'version': '6.1.192-2',
         'kvm_init': {'vhe': 'VHE mode initialized successfully',
                      'nvhe': 'Hyp mode initialized successfully',
-                     'protected': 'Protected nVHE mode initialized '
+                     # On a CPU with VHE (QEMU's "max"), 6.12 runs its
+                     # protected-mode hypervisor in hVHE: EL2 with
+                     # HCR_EL2.E2H set, still separate from the host.
+                     'protected': 'Protected hVHE mode initialized '
                                   'successfully'},
     },
     '6.12': {
         'version': '6.12.118-1~deb12u1',
         'kvm_init': {'vhe': 'VHE mode initialized successfully',
                      'nvhe': 'Hyp nVHE mode initialized successfully',
-                     'protected': 'Protected nVHE mode initialized '
+                     # On a CPU with VHE (QEMU's "max"), 6.12 runs its
+                     # protected-mode hypervisor in hVHE: EL2 with
+                     # HCR_EL2.E2H set, still separate from the host.
+                     'protected': 'Protected hVHE mode initialized '
                                   'successfully'},
     },
 }
