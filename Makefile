@@ -3,8 +3,10 @@
 #
 #   make run            main job: build, boot the patched L1 host in VHE,
 #                       nVHE and protected mode, show KVM and a guest
-#   make test           the tests: every KVM selftest in every mode,
-#                       compared with results/baseline/
+#   make test           the tests: the KVM selftests and L2 guest checks
+#                       in every mode (entries marked "#only-in:" only in
+#                       their modes; FULL=1: all), compared with
+#                       results/baseline/<base>/
 #   make baseline       the same test list on the unpatched base
 #   make tree           build/linux = base + patches/ (FORCE=1 discards
 #                       tree work that is not in patches/)
@@ -31,11 +33,14 @@
 #                       minimal Debian 12 root (FRESH_TESTS, FRESH_MODES)
 #
 # Variables: TESTS="a b" (subset of tests), MODES="vhe nvhe protected",
+# FULL=1 (every list entry in every mode: entries marked "#only-in:"
+# in the test list otherwise run only in the modes they name), BASE=6.12
+# (the other base),
 # BASE_VERSION (linux-source-6.1 version, default in harness/common.py),
 # BOOT_TIMEOUT (seconds for L1 to reach its test script, default 300).
 
 PY := python3 -m harness
-export BASE TESTS MODES BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS \
+export BASE TESTS MODES FULL BASE_VERSION BOOT_TIMEOUT ROUNDS VCPUS FRESH_TESTS \
 	FROM FRESH_MODES SMP BENCH_PARTS APF_GUEST_FLAVOUR APF_SWAP_DELAY_MS \
 	APF_SWAP_VCPUS
 

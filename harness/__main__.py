@@ -204,13 +204,26 @@ def run_modes(args, base=False):
             log('not in the base (added by the series), not run: ' +
                 ', '.join(absent))
         tests = [t for t in tests if t[0] not in absent]
-    timeout = sum(t[1] for t in tests) + 120
+    # A run of the whole list leaves "#only-in:" entries to their modes,
+    # unless FULL=1; a baseline is always whole.
+    marks = {} if names or base or args.full else vm.only_in()
+    unknown = sorted({m for ms in marks.values() for m in ms} -
+                     set(ALL_MODES))
+    if unknown:
+        raise Error(f'{os.path.relpath(vm.LIST, TOP)}: "{vm.ONLY_IN}" names '
+                    f'no KVM mode {", ".join(unknown)}; modes: '
+                    f'{", ".join(ALL_MODES)}')
     results = []
     for mode in modes:
-        with Stage(f'L1 host in {mode} mode: {len(tests)} tests'):
+        mine = [t for t in tests if mode in marks.get(t[0], [mode])]
+        left = len(tests) - len(mine)
+        timeout = sum(t[1] for t in mine) + 120
+        with Stage(f'L1 host in {mode} mode: {len(mine)} tests' +
+                   (f' ({left} left to other modes; FULL=1 runs them)'
+                    if left else '')):
             rundir = os.path.join(RUNS, label, mode)
             results.append(vm.boot(image, initramfs, package, mode,
-                                   [t[0] for t in tests], rundir, timeout,
+                                   [t[0] for t in mine], rundir, timeout,
                                    vmm))
             with open(os.path.join(rundir, 'mode.tap'), 'w') as f:
                 f.write(results[-1].tap())
@@ -310,6 +323,10 @@ def main(argv):
         s = sub.add_parser(name)
         s.add_argument('--tests', default=os.environ.get('TESTS', ''))
         s.add_argument('--modes', default=os.environ.get('MODES', ''))
+        s.add_argument('--full', action='store_true',
+                       default=os.environ.get('FULL', '') not in ('', '0'),
+                       help='every entry in every mode, "#only-in:" '
+                       'entries too (FULL=1)')
         if name == 'test':
             # make kasan-test: the same tests on a KASAN host kernel.
             s.add_argument('--flavour', default='host',

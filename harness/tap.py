@@ -207,7 +207,9 @@ def summary(mode_results, baseline_dir=None, title=None):
             got = {r[0]: r[1] for r in m.results}.get(n, '-')
             base = (bases[m.mode] or {}).get(n)
             cell = got
-            if base is not None and base != got:
+            if got == '-':
+                pass                # not run in this mode ("#only-in:")
+            elif base is not None and base != got:
                 cell += f' (was {base})'
                 changed.append(f'{m.mode}/{n}: {base} -> {got}')
             elif base is None and bases[m.mode] is not None:

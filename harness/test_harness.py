@@ -460,6 +460,27 @@ class ListTest(unittest.TestCase):
         self.assertEqual(vm.read_list(path, base=True),
                          [('t', 10, 't'), ('u', 20, 'u -x')])
 
+    def test_only_in(self):
+        path = self._list('#only-in: vhe\n#base: t\nt 10 t -e 5\n'
+                          'u 20 u\n#only-in: vhe nvhe\nw 5 w\n')
+        self.assertEqual(vm.only_in(path), {'t': ['vhe'],
+                                            'w': ['vhe', 'nvhe']})
+        self.assertEqual([t[0] for t in vm.read_list(path)], ['t', 'u', 'w'])
+        for text in ('#only-in:\nt 10 t\n', 't 10 t\n#only-in: vhe\n'):
+            with self.assertRaises(common.Error, msg=text):
+                vm.only_in(self._list(text))
+
+    def test_only_in_lists(self):
+        # Every mark in each base's list names a known mode and an entry.
+        for base in ('6.1', '6.12'):
+            path = os.path.join(common.TOP, 'tests',
+                                f'kvm-selftests-{base}.list')
+            names = {t[0] for t in vm.read_list(path)}
+            for name, modes in vm.only_in(path).items():
+                self.assertIn(name, names, base)
+                self.assertLessEqual(set(modes),
+                                     {'vhe', 'nvhe', 'protected'}, base)
+
     def test_base_command_errors(self):
         for text in ('#base: other\nt 10 t\n', '#base:\nt 10 t\n',
                      't 10 t\n#base: t\n'):

@@ -121,6 +121,37 @@ def read_list(path=LIST, base=False):
     return tests
 
 
+ONLY_IN = '#only-in:'
+
+
+def only_in(path=LIST):
+    """{name: [modes]} for the entries a "#only-in: <mode>..." line marks.
+
+    Such an entry runs, in a run of the whole list, only in the modes
+    named; FULL=1 (or naming it in TESTS=) runs it in every mode.  It is
+    for tests whose code paths do not depend on the KVM mode, so that
+    the default make test stays within its time on a fresh machine.
+    """
+    marks, pending = {}, None
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if line.startswith(ONLY_IN):
+                pending = (n, line[len(ONLY_IN):].split())
+                if not pending[1]:
+                    raise Error(f'{path}:{n}: "{ONLY_IN}" needs a mode')
+                continue
+            if not line or line.startswith('#'):
+                continue
+            if pending:
+                marks[line.split()[0]] = pending[1]
+                pending = None
+    if pending:
+        raise Error(f'{path}:{pending[0]}: "{ONLY_IN}" with no entry after '
+                    'it')
+    return marks
+
+
 def select(names):
     tests = read_list()
     known = [t[0] for t in tests]
