@@ -20,10 +20,7 @@ BASES = {
         'version': '6.1.192-2',
         'kvm_init': {'vhe': 'VHE mode initialized successfully',
                      'nvhe': 'Hyp mode initialized successfully',
-                     # On a CPU with VHE (QEMU's "max"), 6.12 runs its
-                     # protected-mode hypervisor in hVHE: EL2 with
-                     # HCR_EL2.E2H set, still separate from the host.
-                     'protected': 'Protected hVHE mode initialized '
+                     'protected': 'Protected nVHE mode initialized '
                                   'successfully'},
     },
     '6.12': {

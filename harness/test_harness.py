@@ -579,6 +579,21 @@ class BaseTest(unittest.TestCase):
         self.assertTrue(series.patch_files(os.path.join(
             common.TOP, 'patches', common.DEFAULT_BASE)))
 
+    def test_kvm_init_lines_match_the_baseline(self):
+        # The line each mode waits for is the one the bare base printed
+        # (a 6.12 string given to 6.1 failed every protected-mode run).
+        for base, prof in common.BASES.items():
+            for mode, line in prof['kvm_init'].items():
+                tap = os.path.join(common.RESULTS, 'baseline', base,
+                                   f'{mode}.tap')
+                if not os.path.exists(tap):
+                    continue
+                with open(tap) as f:
+                    got = [ln for ln in f if ' kvm-init' in ln]
+                self.assertEqual(len(got), 1, tap)
+                self.assertTrue(got[0].rstrip('\n').endswith('# ' + line),
+                                f'{base} {mode}: {got[0]!r} vs {line!r}')
+
     def test_unknown_base(self):
         with mock.patch.object(common, 'BASE', '5.10'):
             with self.assertRaisesRegex(common.Error, r"unknown base '5\.10'"
