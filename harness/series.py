@@ -341,13 +341,23 @@ def maintainer_sections(path):
             ln.strip() != 'THE REST']
 
 
+def defined_in_base(name):
+    """Whether the base tree #defines @name in a header (any directory)."""
+    res = git(['grep', '-q', '-w', '-E', rf'^\s*#\s*define\s+{name}\b',
+               base_tag_name(), '--', '*.h'], cwd=TREE, check=False)
+    return res.returncode == 0
+
+
 def checkpatch(files):
     """checkpatch --strict on each non-cover patch; return failures.
 
-    Every message fails the patch but one: "added, moved or deleted
+    Every message fails the patch but two: "added, moved or deleted
     file(s), does MAINTAINERS need updating?" (FILE_PATH_CHANGES), which
     is answered when get_maintainer.pl names an existing MAINTAINERS
-    section, other than THE REST, for every file the patch adds.
+    section, other than THE REST, for every file the patch adds; and
+    "Avoid CamelCase: <X>" (CAMELCASE) for an X the base already defines
+    in a header, such as arm64's MT_S2_DEVICE_nGnRE: checkpatch learns
+    existing names from include/ only, and a patch cannot rename them.
     """
     bad = []
     cp = os.path.join(TREE, 'scripts', 'checkpatch.pl')
@@ -368,6 +378,15 @@ def checkpatch(files):
                         'python3-ply (make deps)')
         rel = os.path.relpath(p, PATCHES)
         types = set(re.findall(r'(?:ERROR|WARNING|CHECK):(\w+):', res.stdout))
+        camel = re.findall(r'CHECK:CAMELCASE: Avoid CamelCase: <(\w+)>',
+                           res.stdout)
+        if camel and all(defined_in_base(n) for n in set(camel)):
+            log(f'checkpatch: {rel}: CamelCase the base already defines, '
+                'not counted: ' + ', '.join(sorted(set(camel))))
+            types.discard('CAMELCASE')
+            if not types:
+                log(f'checkpatch: {rel}: ok')
+                continue
         if res.returncode != 0 and types == {'FILE_PATH_CHANGES'}:
             cover = {f: maintainer_sections(f) for f in added_files(p)}
             orphans = [f for f, secs in cover.items() if not secs]

@@ -421,6 +421,30 @@ class CheckpatchMaintainersTest(unittest.TestCase):
         self.assertEqual(len(bad), 1)
         self.assertEqual(asked, [])
 
+    CAMEL = ('x.patch:9: CHECK:CAMELCASE: Avoid CamelCase: '
+             '<MT_S2_DEVICE_nGnRE>\ntotal: 0 errors, 0 warnings, 1 checks\n')
+
+    def camel_verdict(self, defined):
+        with mock.patch.object(series, 'defined_in_base',
+                               side_effect=lambda n: n in defined):
+            return self.verdict(lambda f: ['KVM/arm64'], self.CAMEL)[0]
+
+    def test_camelcase_the_base_defines_passes(self):
+        self.assertEqual(self.camel_verdict({'MT_S2_DEVICE_nGnRE'}), [])
+
+    def test_new_camelcase_fails(self):
+        self.assertEqual(len(self.camel_verdict(set())), 1)
+
+    def test_defined_in_base_reads_the_base_headers(self):
+        with mock.patch.object(series, 'git',
+                               return_value=mock.Mock(returncode=0)) as g, \
+                mock.patch.object(series, 'base_tag_name',
+                                  return_value='debian-x'):
+            self.assertTrue(series.defined_in_base('MT_S2_DEVICE_nGnRE'))
+        args = g.call_args.args[0]
+        self.assertIn('debian-x', args)
+        self.assertEqual(args[-2:], ['--', '*.h'])
+
 
 class ListTest(unittest.TestCase):
     def test_list_parses_and_names_unique(self):

@@ -20,8 +20,8 @@
 #   -t TIMEOUT  seconds before QEMU is killed (600)
 #   -r READERS, -c COUNTERS  apf-work's tasks (2 and 2)
 #   -m MiB      apf-work's array (192; the guest has 512 MiB)
-#   -l MiB      QEMU's cgroup's memory.max once squeezed (128): about
-#               half of the array stays resident
+#   -l MiB      QEMU's cgroup's memory.high, then memory.max, once
+#               squeezed (128): about half of the array stays resident
 #   -d MS       dm-delay's delay of each swap read (10)
 #   -b SECONDS  apf-work runs this long before the squeeze (5): the
 #               rates when nothing faults
@@ -138,8 +138,13 @@ done
 . "$here/apf-l1.sh"
 
 # dm_table MS: dm-delay over zram, reads delayed by MS, writes not.
+# The third class, flushes (swap sends none), is delayed 50 ms so that
+# the longest delay is 50 ms: below that, 6.12's dm-delay hands delayed
+# reads to a kernel thread that spins while any waits, which takes one
+# of L1's two CPUs from everything else for as long as reads are queued
+# (6.1's uses a timer whatever the delay).
 dm_table() {
-	echo "0 $(cat $zram/size) delay /dev/zram0 0 $1 /dev/zram0 0 0"
+	echo "0 $(cat $zram/size) delay /dev/zram0 0 $1 /dev/zram0 0 0 /dev/zram0 0 50"
 }
 dmsetup() {
 	chroot "$root" "$dmsetup" "$@"
@@ -183,6 +188,7 @@ setup_ok=0
 	echo +memory >$cg/cgroup.subtree_control &&
 	{ [ -d "$cg/$dm" ] || mkdir "$cg/$dm"; } &&
 	echo max >"$cg/$dm/memory.max" &&
+	echo max >"$cg/$dm/memory.high" &&
 	setup_ok=1
 } >"$out/setup.log" 2>&1
 if [ $setup_ok != 1 ]; then
@@ -214,6 +220,18 @@ if [ $ready = 1 ]; then
 	# about a second late, so the squeeze is no earlier in its seconds.
 	s0=$(cs)
 	squeeze_at=$(( (s0 - r0) / 100 )).$(printf %02d $(( (s0 - r0) % 100 )))
+	# memory.high first: reclaim without the OOM killer, the guest's
+	# vCPUs throttled meanwhile; memory.max once usage is down to it (or
+	# after 20 s), which then has little left to reclaim.  At once,
+	# memory.max gave up after its 16 reclaim rounds with QEMU's THPs
+	# all referenced and killed QEMU, on 6.12's bare base too.
+	echo $limit >"$cg/$dm/memory.high"
+	i=0
+	while [ "$(cat "$cg/$dm/memory.current")" -gt "$limit" ] &&
+		[ $i -lt 200 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
 	echo $limit >"$cg/$dm/memory.max" && squeezed=1
 	t_done=$(tnow)
 	s1=$(cs)
@@ -242,6 +260,7 @@ while [ $ready = 1 ] && kill -0 $vm 2>/dev/null; do
 		dmsetup suspend $dm && dmsetup load $dm --table "$(dm_table 0)" &&
 			dmsetup resume $dm
 		echo max >"$cg/$dm/memory.max"
+		echo max >"$cg/$dm/memory.high"
 		lifted=1
 	fi
 	sleep 1
