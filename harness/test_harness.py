@@ -40,6 +40,29 @@ class TapTest(unittest.TestCase):
             example = p.pattern.replace('[0-9]+', '42')
             self.assertTrue(tap.find_splats(f'[ 1.0] x {example} y'), p)
 
+    def test_base_fails_counted_only_where_the_base_fails(self):
+        # A "#base-fails:" failure is a TODO only where the baseline of
+        # that mode fails it too; elsewhere, and unmarked, it counts.
+        with tempfile.TemporaryDirectory() as d:
+            for mode, text in (('vhe', 'not ok 1 a\nnot ok 2 b\n'),
+                               ('nvhe', 'ok 1 a\nnot ok 2 b\n')):
+                with open(os.path.join(d, f'{mode}.tap'), 'w') as f:
+                    f.write(text)
+            runs = [tap.ModeResult(mode, [('a', 'fail', 'exit 1'),
+                                          ('b', 'fail', '')], d, 1.0)
+                    for mode in ('vhe', 'nvhe')]
+            with mock.patch('builtins.print') as out:
+                c = tap.summary(runs, baseline_dir=d,
+                                base_fails={'a': ['vhe', 'nvhe']})
+            self.assertEqual((c['fail'], c['todo']), (3, 1))
+            text = '\n'.join(str(a.args[0]) for a in out.call_args_list)
+            self.assertIn('not ok 1 vhe/a # TODO fails on the bare base '
+                          'too', text)
+            self.assertIn('not ok 3 nvhe/a # exit 1', text)
+            with mock.patch('builtins.print'):
+                c = tap.summary(runs, baseline_dir=d)
+            self.assertEqual((c['fail'], c['todo']), (4, 0))
+
     def test_mode_result_boot_failure(self):
         with tempfile.TemporaryDirectory() as d:
             with open(os.path.join(d, 'console.log'), 'w') as f:
@@ -500,7 +523,9 @@ class ListTest(unittest.TestCase):
             path = os.path.join(common.TOP, 'tests',
                                 f'kvm-selftests-{base}.list')
             names = {t[0] for t in vm.read_list(path)}
-            for name, modes in vm.only_in(path).items():
+            marks = list(vm.only_in(path).items())
+            marks += list(vm.base_fails(path).items())
+            for name, modes in marks:
                 self.assertIn(name, names, base)
                 self.assertLessEqual(set(modes),
                                      {'vhe', 'nvhe', 'protected'}, base)
