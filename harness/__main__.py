@@ -207,12 +207,15 @@ def run_modes(args, base=False):
     # A run of the whole list leaves "#only-in:" entries to their modes,
     # unless FULL=1; a baseline is always whole.
     marks = {} if names or base or args.full else vm.only_in()
-    unknown = sorted({m for ms in marks.values() for m in ms} -
-                     set(ALL_MODES))
-    if unknown:
-        raise Error(f'{os.path.relpath(vm.LIST, TOP)}: "{vm.ONLY_IN}" names '
-                    f'no KVM mode {", ".join(unknown)}; modes: '
-                    f'{", ".join(ALL_MODES)}')
+    for tag, ms in ((vm.ONLY_IN, marks.values()),
+                    (vm.BASE_FAILS, [m for m, _ in
+                                     vm.base_fails().values()])):
+        unknown = sorted({m for modes in ms for m in modes} -
+                         set(ALL_MODES))
+        if unknown:
+            raise Error(f'{os.path.relpath(vm.LIST, TOP)}: "{tag}" names '
+                        f'no KVM mode {", ".join(unknown)}; modes: '
+                        f'{", ".join(ALL_MODES)}')
     results = []
     for mode in modes:
         mine = [t for t in tests if mode in marks.get(t[0], [mode])]

@@ -163,11 +163,39 @@ def mode_result(mode, rundir, expect, killed, took, init_time):
     return ModeResult(mode, results, rundir, took)
 
 
-def load_baseline(mode, where=None):
+def load_baseline(mode, where=None, details=False):
     path = os.path.join(where or BASELINE, f'{mode}.tap')
     if not os.path.exists(path):
         return None
-    return {n: s for n, s, _ in parse(_read(path))}
+    return {n: (s, d) if details else s for n, s, d in parse(_read(path))}
+
+
+def _failure_kind(detail):
+    """'exit N' or 'TIMEOUT' for a test that ended; None for one that did
+    not (L1 killed, runner stopped, binary missing)."""
+    m = re.match(r'(exit \d+|TIMEOUT)\b', detail)
+    return m.group(1) if m else None
+
+
+def known_failure(name, mode, detail, rundir, base_fails, baseline):
+    """Is this failure the one the list's "#base-fails:" mark expects?
+
+    Only if the mark names the mode, the recorded baseline of that mode
+    failed the test too and in the same way (the same exit code, or a
+    timeout for a timeout), the test ended (not "no result"), and the
+    mark's signature, if it has one, is in the test's log.
+    """
+    modes, sig = (base_fails or {}).get(name, ([], ''))
+    if mode not in modes or not baseline or name not in baseline:
+        return False
+    b_status, b_detail = baseline[name]
+    kind = _failure_kind(detail)
+    if b_status != 'fail' or not kind or kind != _failure_kind(b_detail):
+        return False
+    if sig:
+        log = os.path.join(rundir, 'logs', name.replace('/', '_') + '.log')
+        return sig in _read(log)
+    return True
 
 
 def summary(mode_results, baseline_dir=None, title=None, base_fails=None):
@@ -179,23 +207,27 @@ def summary(mode_results, baseline_dir=None, title=None, base_fails=None):
     failure so marked whose baseline in that mode is a failure too is
     TAP "not ok ... # TODO" and counted as 'todo', not as 'fail'.
     """
-    bases = {m.mode: None if title else load_baseline(m.mode, baseline_dir)
-             for m in mode_results}
+    where = baseline_dir or BASELINE
+    full = {m.mode: None if title else
+            load_baseline(m.mode, baseline_dir, details=True)
+            for m in mode_results}
+    bases = {mode: None if b is None else {n: sd[0] for n, sd in b.items()}
+             for mode, b in full.items()}
     lines = ['TAP version 13']
     total = sum(len(m.results) for m in mode_results)
     lines.append(f'1..{total}')
     i = 0
-    todo = 0
+    todo = set()
     for m in mode_results:
         for name, status, detail in m.results:
             i += 1
             word = 'not ok' if status == 'fail' else 'ok'
-            if (status == 'fail' and
-                    m.mode in (base_fails or {}).get(name, []) and
-                    (bases[m.mode] or {}).get(name) == 'fail'):
-                todo += 1
-                detail = ('TODO fails on the bare base too ('
-                          f'{os.path.relpath(BASELINE, TOP)}/{m.mode}.tap)'
+            if status == 'fail' and known_failure(
+                    name, m.mode, detail, m.rundir, base_fails,
+                    full[m.mode]):
+                todo.add((m.mode, name))
+                detail = ('TODO fails on the bare base too, the same way ('
+                          f'{os.path.relpath(where, TOP)}/{m.mode}.tap)'
                           + (f': {detail}' if detail else ''))
             d = f' # {detail}' if detail else ''
             lines.append(f'{word} {i} {m.mode}/{name}{d}')
@@ -220,6 +252,8 @@ def summary(mode_results, baseline_dir=None, title=None, base_fails=None):
             cell = got
             if got == '-':
                 pass                # not run in this mode ("#only-in:")
+            elif (m.mode, n) in todo:
+                cell += ' (todo)'   # as on the base ("#base-fails:")
             elif base is not None and base != got:
                 cell += f' (was {base})'
                 changed.append(f'{m.mode}/{n}: {base} -> {got}')
@@ -236,13 +270,13 @@ def summary(mode_results, baseline_dir=None, title=None, base_fails=None):
     for m in mode_results:
         for k, v in m.counts().items():
             c[k] += v
-    c['fail'] -= todo
-    c['todo'] = todo
+    c['fail'] -= len(todo)
+    c['todo'] = len(todo)
     line = f'{c["ok"]} passed, {c["fail"]} failed'
     if c['skip']:
         line += f', {c["skip"]} skipped'
     if todo:
-        line += (f', {todo} failed as on the bare base ("#base-fails:", '
+        line += (f', {len(todo)} failed as on the bare base ("#base-fails:", '
                  'TAP TODO: not counted)')
     print(line)
     return c

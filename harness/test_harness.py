@@ -41,27 +41,87 @@ class TapTest(unittest.TestCase):
             self.assertTrue(tap.find_splats(f'[ 1.0] x {example} y'), p)
 
     def test_base_fails_counted_only_where_the_base_fails(self):
-        # A "#base-fails:" failure is a TODO only where the baseline of
-        # that mode fails it too; elsewhere, and unmarked, it counts.
+        # A "#base-fails:" failure is a TODO only in a mode the mark names,
+        # where the baseline of that mode fails it the same way, the test
+        # ended, and its log has the mark's text; otherwise it counts.
         with tempfile.TemporaryDirectory() as d:
-            for mode, text in (('vhe', 'not ok 1 a\nnot ok 2 b\n'),
-                               ('nvhe', 'ok 1 a\nnot ok 2 b\n')):
-                with open(os.path.join(d, f'{mode}.tap'), 'w') as f:
-                    f.write(text)
-            runs = [tap.ModeResult(mode, [('a', 'fail', 'exit 1'),
-                                          ('b', 'fail', '')], d, 1.0)
-                    for mode in ('vhe', 'nvhe')]
+            base = os.path.join(d, 'base')
+            os.makedirs(base)
+            os.makedirs(os.path.join(d, 'logs'))
+            with open(os.path.join(base, 'vhe.tap'), 'w') as f:
+                f.write('not ok 1 a # exit 254 after 1s\nnot ok 2 b\n'
+                        'not ok 3 c # TIMEOUT after 9s\n'
+                        'not ok 4 s # exit 254 after 1s\n'
+                        'not ok 5 n # exit 1 after 1s\n'
+                        'not ok 6 m # exit 1 after 1s\n'
+                        'not ok 7 r # no result: L1 killed\n')
+            with open(os.path.join(base, 'nvhe.tap'), 'w') as f:
+                f.write('ok 1 a\nnot ok 2 b\n')
+            # no protected.tap: no baseline there
+            with open(os.path.join(d, 'logs', 's.log'), 'w') as f:
+                f.write('x.c:12: something else\n')
+            marks = {'a': (['vhe', 'nvhe', 'protected'], ''),
+                     'c': (['vhe'], ''), 's': (['vhe'], 'x.c:34'),
+                     'n': (['vhe'], ''), 'm': (['nvhe'], ''),
+                     'r': (['vhe'], '')}
+            vhe = [('a', 'fail', 'exit 254 after 2s'), ('b', 'fail', ''),
+                   ('c', 'fail', 'exit 254 after 1s'),
+                   ('s', 'fail', 'exit 254 after 1s'),
+                   ('n', 'fail', 'no result: the runner stopped early'),
+                   ('m', 'fail', 'exit 1 after 1s'),
+                   ('r', 'fail', 'no result: L1 killed')]
+            runs = [tap.ModeResult('vhe', vhe, d, 1.0),
+                    tap.ModeResult('nvhe', [('a', 'fail', 'exit 254'),
+                                            ('b', 'fail', '')], d, 1.0),
+                    tap.ModeResult('protected', [('a', 'fail', 'exit 254')],
+                                   d, 1.0)]
             with mock.patch('builtins.print') as out:
-                c = tap.summary(runs, baseline_dir=d,
-                                base_fails={'a': ['vhe', 'nvhe']})
-            self.assertEqual((c['fail'], c['todo']), (3, 1))
+                c = tap.summary(runs, baseline_dir=base, base_fails=marks)
             text = '\n'.join(str(a.args[0]) for a in out.call_args_list)
+            # Only vhe/a: b unmarked, c another way (exit, not TIMEOUT), s
+            # without its text, n and r never ended (r's base neither),
+            # m marked for nvhe only,
+            # nvhe/a passed on the base, protected/a has no baseline.
+            self.assertEqual((c['fail'], c['todo']), (9, 1), text)
             self.assertIn('not ok 1 vhe/a # TODO fails on the bare base '
                           'too', text)
-            self.assertIn('not ok 3 nvhe/a # exit 1', text)
+            with open(os.path.join(d, 'logs', 's.log'), 'a') as f:
+                f.write('x.c:34: the assertion the base stops at\n')
             with mock.patch('builtins.print'):
-                c = tap.summary(runs, baseline_dir=d)
-            self.assertEqual((c['fail'], c['todo']), (4, 0))
+                c = tap.summary(runs, baseline_dir=base, base_fails=marks)
+            self.assertEqual((c['fail'], c['todo']), (8, 2))
+            with mock.patch('builtins.print'):
+                c = tap.summary(runs, baseline_dir=base)
+            self.assertEqual((c['fail'], c['todo']), (10, 0))
+
+    def test_base_fails_marks_match_the_baselines(self):
+        # Each mark names a mode whose recorded baseline fails the test.
+        for base in ('6.1', '6.12'):
+            path = os.path.join(common.TOP, 'tests',
+                                f'kvm-selftests-{base}.list')
+            for name, (modes, _) in vm.base_fails(path).items():
+                for mode in modes:
+                    got = tap.load_baseline(mode, os.path.join(
+                        common.TOP, 'results', 'baseline', base))
+                    self.assertEqual((got or {}).get(name), 'fail',
+                                     f'{base} {mode} {name}')
+
+    def test_base_fails_parse(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, 'l')
+            with open(path, 'w') as f:
+                f.write('#only-in: vhe\n#base-fails: vhe nvhe | a.c:1 x\n'
+                        't 10 t\n#base-fails: protected\nu 5 u\n')
+            self.assertEqual(vm.base_fails(path),
+                             {'t': (['vhe', 'nvhe'], 'a.c:1 x'),
+                              'u': (['protected'], '')})
+            self.assertEqual(vm.only_in(path), {'t': ['vhe']})
+            for text in ('#base-fails: | a.c\nt 10 t\n',
+                         '#base-fails: vhe\n#base-fails: nvhe\nt 10 t\n'):
+                with open(path, 'w') as f:
+                    f.write(text)
+                with self.assertRaises(common.Error, msg=text):
+                    vm.base_fails(path)
 
     def test_mode_result_boot_failure(self):
         with tempfile.TemporaryDirectory() as d:
@@ -524,7 +584,7 @@ class ListTest(unittest.TestCase):
                                 f'kvm-selftests-{base}.list')
             names = {t[0] for t in vm.read_list(path)}
             marks = list(vm.only_in(path).items())
-            marks += list(vm.base_fails(path).items())
+            marks += [(n, m) for n, (m, _) in vm.base_fails(path).items()]
             for name, modes in marks:
                 self.assertIn(name, names, base)
                 self.assertLessEqual(set(modes),

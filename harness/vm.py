@@ -126,12 +126,15 @@ BASE_FAILS = '#base-fails:'
 
 
 def _marks(path, tag):
-    """{name: [modes]} for the entries a "<tag> <mode>..." line marks."""
+    """{name: [words]} for the entries a "<tag> <word>..." line marks."""
     marks, pending = {}, None
     with open(path) as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if line.startswith(tag):
+                if pending:
+                    raise Error(f'{path}:{n}: a second "{tag}" for one '
+                                'entry')
                 pending = (n, line[len(tag):].split())
                 if not pending[1]:
                     raise Error(f'{path}:{n}: "{tag}" needs a mode')
@@ -158,15 +161,24 @@ def only_in(path=LIST):
 
 
 def base_fails(path=LIST):
-    """{name: [modes]} for the entries a "#base-fails: <mode>..." marks.
+    """{name: ([modes], signature)} for "#base-fails: <mode>... [| text]".
 
     Such an entry fails on the unpatched base in those modes (the reason
     is in the list's comment above it).  Its failure there is reported as
-    TAP "not ok ... # TODO" and does not fail the run, but only while the
-    recorded baseline of that mode has it failing too: a mark never hides
-    a test that passes on the base.
+    TAP "not ok ... # TODO" and does not fail the run only if it fails the
+    way the recorded baseline of that mode does (tap.known_failure): a
+    mark never hides a test that passes on the base, one that did not
+    finish, or one that fails in another way.  The text after "|", if
+    any, must be in the test's log (the assertion the base stops at).
     """
-    return _marks(path, BASE_FAILS)
+    out = {}
+    for name, words in _marks(path, BASE_FAILS).items():
+        line = ' '.join(words)
+        modes, _, sig = line.partition('|')
+        if not modes.split():
+            raise Error(f'{path}: "{BASE_FAILS}" for {name} needs a mode')
+        out[name] = (modes.split(), sig.strip())
+    return out
 
 
 def select(names):
