@@ -412,6 +412,19 @@ def touches(sha, tree, prefix):
     return bool(inside), len(inside) < len(names)
 
 
+# What only KVM's host side compiles: a patch that touches nothing else
+# is built in the host flavour alone.  Any other kernel file may be code
+# the host flavour leaves out (it has neither CONFIG_KVM_GUEST nor the
+# SDEI client), so such a prefix is built in the guest flavour too.
+HOST_ONLY = ('arch/arm64/kvm/', 'virt/kvm/', 'include/kvm/', 'tools/',
+             'Documentation/', 'MAINTAINERS')
+
+
+def guest_side(names):
+    """Do these changed paths need the guest flavour built as well?"""
+    return any(not n.startswith(HOST_ONLY) for n in names)
+
+
 def check_series(kbuild, start_part=None):
     """checkpatch every patch and build every prefix of the series.
 
@@ -421,7 +434,8 @@ def check_series(kbuild, start_part=None):
     patches/ (nothing to lose); it is put back on its branch afterwards.
     With start_part (a part's name, as in its cover's "Series-part:"),
     every patch is still checkpatched, but only the prefixes from that
-    part on are built.
+    part on are built.  A prefix whose patch changes kernel files outside
+    KVM's host side (guest_side()) is built in the guest flavour as well.
     """
     make_tree()
     shas = commits()
@@ -454,10 +468,14 @@ def check_series(kbuild, start_part=None):
                 continue
             git(['checkout', '-q', '--detach', sha])
             tools, kernel = touches(sha, TREE, 'tools/')
+            names = git(['diff', '--name-only', f'{sha}^', sha]).stdout.split()
             with Stage(f'prefix {n}/{len(shas)}: {subj}'):
                 try:
                     if kernel:
                         kbuild.build_kernel(TREE, out, flavour='host')
+                    if guest_side(names):
+                        kbuild.build_kernel(TREE, os.path.join(OUT, 'guest'),
+                                            flavour='guest')
                     if tools:
                         missing = kbuild.selftests_missing(TREE, st_out)
                         if not missing <= base_missing:

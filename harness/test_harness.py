@@ -656,6 +656,20 @@ class ConfigTest(unittest.TestCase):
 
 
 class SeriesTest(unittest.TestCase):
+    def test_guest_side(self):
+        # KVM's host side alone: the host flavour builds it all.
+        self.assertFalse(series.guest_side(
+            ['arch/arm64/kvm/sdei.c', 'include/kvm/arm_hypercalls.h',
+             'virt/kvm/async_pf.c', 'Documentation/virt/kvm/arm/x.rst',
+             'tools/testing/selftests/kvm/aarch64/sdei.c']))
+        # The SDEI client, the guest's arch code, shared headers: not
+        # compiled in the host flavour, or not only there.
+        for path in ('drivers/firmware/arm_sdei.c', 'arch/arm64/kernel/kvm.c',
+                     'arch/arm64/include/asm/thread_info.h',
+                     'include/linux/kvm_host.h', 'arch/arm64/Kconfig'):
+            self.assertTrue(series.guest_side(
+                ['arch/arm64/kvm/arm.c', path]), path)
+
     def test_part_marker(self):
         msg = 'subject\n\nbody\n\nSeries-part: prep\nSigned-off-by: x\n'
         self.assertEqual(series.PART_RE.search(msg).group(1), 'prep')
