@@ -405,11 +405,10 @@ def checkpatch(files):
     return bad
 
 
-def touches(sha, tree, prefix):
-    names = git(['diff', '--name-only', f'{sha}^', sha],
-                cwd=tree).stdout.split()
-    inside = [n for n in names if n.startswith(prefix)]
-    return bool(inside), len(inside) < len(names)
+def changed(sha, tree):
+    """The paths a commit changes."""
+    return git(['diff', '--name-only', f'{sha}^', sha],
+               cwd=tree).stdout.split()
 
 
 # What only KVM's host side compiles: a patch that touches nothing else
@@ -467,8 +466,9 @@ def check_series(kbuild, start_part=None):
             if is_empty(sha) or n <= first:
                 continue
             git(['checkout', '-q', '--detach', sha])
-            tools, kernel = touches(sha, TREE, 'tools/')
-            names = git(['diff', '--name-only', f'{sha}^', sha]).stdout.split()
+            names = changed(sha, TREE)
+            tools = any(n.startswith('tools/') for n in names)
+            kernel = any(not n.startswith('tools/') for n in names)
             with Stage(f'prefix {n}/{len(shas)}: {subj}'):
                 try:
                     if kernel:
