@@ -236,7 +236,8 @@ def run_modes(args, base=False):
 def cmd_test(args):
     results, names = run_modes(args)
     print_timings()
-    c = tap.summary(results, base_fails=vm.base_fails())
+    c = tap.summary(results, base_fails=vm.base_fails(),
+                    base_tag=series.base_tag_name())
     return 1 if c['fail'] else 0
 
 
@@ -285,7 +286,8 @@ def cmd_run(args):
                         for ln in f.read().splitlines()[-4:]:
                             print(f'      | {ln}')
     print_timings()
-    c = tap.summary(results, base_fails=vm.base_fails())
+    c = tap.summary(results, base_fails=vm.base_fails(),
+                    base_tag=series.base_tag_name())
     return 1 if c['fail'] else 0
 
 

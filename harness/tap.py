@@ -170,6 +170,16 @@ def load_baseline(mode, where=None, details=False):
     return {n: (s, d) if details else s for n, s, d in parse(_read(path))}
 
 
+def baseline_origin(mode, where=None):
+    """The base tag a recorded baseline names in its first line ("#
+    unpatched base <tag>, <mode> mode, ..."), or None."""
+    path = os.path.join(where or BASELINE, f'{mode}.tap')
+    if not os.path.exists(path):
+        return None
+    m = re.match(r'# unpatched base (\S+?),', _read(path))
+    return m.group(1) if m else None
+
+
 def _failure_kind(detail):
     """'exit N' or 'TIMEOUT' for a test that ended; None for one that did
     not (L1 killed, runner stopped, binary missing)."""
@@ -198,7 +208,8 @@ def known_failure(name, mode, detail, rundir, base_fails, baseline):
     return True
 
 
-def summary(mode_results, baseline_dir=None, title=None, base_fails=None):
+def summary(mode_results, baseline_dir=None, title=None, base_fails=None,
+            base_tag=None):
     """Print the combined TAP, the table with the baseline; return counts.
 
     With a title (the baseline run itself) the table is not compared with
@@ -206,6 +217,8 @@ def summary(mode_results, baseline_dir=None, title=None, base_fails=None):
     base_fails ({name: [modes]}, the list's "#base-fails:" marks): a
     failure so marked whose baseline in that mode is a failure too is
     TAP "not ok ... # TODO" and counted as 'todo', not as 'fail'.
+    base_tag (the tag of this run's base): a baseline recorded on another
+    base version is named as such under the table.
     """
     where = baseline_dir or BASELINE
     full = {m.mode: None if title else
@@ -264,6 +277,16 @@ def summary(mode_results, baseline_dir=None, title=None, base_fails=None):
     missing = [m.mode for m in mode_results if bases[m.mode] is None]
     if missing and not title:
         print(f'  (no baseline for {", ".join(missing)}: run make baseline)')
+    other = {m.mode: baseline_origin(m.mode, baseline_dir)
+             for m in mode_results if bases[m.mode] is not None}
+    other = {mode: t for mode, t in other.items()
+             if base_tag and not title and t != base_tag}
+    if other:
+        print(f'  (baseline of {", ".join(sorted(other))} recorded on '
+              f'{", ".join(sorted({str(t) for t in other.values()}))}, '
+              f'not on this run\'s base {base_tag}: "was" and the '
+              '"#base-fails:" TODOs compare two bases; make baseline '
+              'records this one)')
     if changed:
         print('Changed from the baseline:\n  ' + '\n  '.join(changed))
     c = {'ok': 0, 'fail': 0, 'skip': 0}

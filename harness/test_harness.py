@@ -94,6 +94,25 @@ class TapTest(unittest.TestCase):
                 c = tap.summary(runs, baseline_dir=base)
             self.assertEqual((c['fail'], c['todo']), (10, 0))
 
+    def test_baseline_of_another_base_is_named(self):
+        # A baseline recorded on another base version is said to be one.
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, 'vhe.tap'), 'w') as f:
+                f.write('# unpatched base debian-6.1.192-2, vhe mode, full '
+                        'test list\nok 1 a\n')
+            runs = [tap.ModeResult('vhe', [('a', 'ok', '')], d, 1.0)]
+            self.assertEqual(tap.baseline_origin('vhe', d),
+                             'debian-6.1.192-2')
+            for tag, said in (('debian-6.1.192-3', True),
+                              ('debian-6.1.192-2', False)):
+                with mock.patch('builtins.print') as out:
+                    tap.summary(runs, baseline_dir=d, base_tag=tag)
+                text = '\n'.join(str(a.args[0])
+                                  for a in out.call_args_list)
+                self.assertEqual('recorded on debian-6.1.192-2, not on '
+                                 f"this run's base {tag}" in text, said,
+                                 text)
+
     def test_base_fails_marks_match_the_baselines(self):
         # Each mark names a mode whose recorded baseline fails the test.
         for base in ('6.1', '6.12'):
